@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class RotationConfig(AppConfig):
+    name = "rotation"
+    verbose_name = "Credential rotation"
+    default_auto_field = "django.db.models.BigAutoField"

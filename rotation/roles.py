@@ -1,0 +1,46 @@
+"""The staff roles, as groups with fixed permissions; data migrations and seed_demo apply them."""
+
+from typing import Any
+
+SUPPORT = "Support"
+COMPLIANCE = "Compliance"
+
+# (app_label, codename) pairs each group holds; anything not listed is removed on sync.
+ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
+    SUPPORT: [
+        ("rotation", "view_installation"),
+        ("rotation", "view_resource"),
+        ("rotation", "view_connectedproject"),
+        ("rotation", "view_rotation"),
+        ("rotation", "view_rotationbatch"),
+        ("rotation", "rotate_resource"),
+        ("rotation", "cancel_rotation"),
+        ("rotation", "retry_rotation"),
+        ("rotation", "confirm_redeploy"),
+    ],
+    COMPLIANCE: [
+        ("rotation", "view_auditevent"),
+        ("rotation", "export_auditevent"),
+    ],
+}
+
+
+def roles_sync(apps: Any = None) -> None:
+    """Create the groups and set exactly their permissions (works inside migrations too)."""
+    if apps is None:
+        from django.apps import apps as global_apps
+
+        apps = global_apps
+    group_model = apps.get_model("auth", "Group")
+    permission_model = apps.get_model("auth", "Permission")
+    for group_name, pairs in ROLE_PERMISSIONS.items():
+        group, _ = group_model.objects.get_or_create(name=group_name)
+        permissions = []
+        for app_label, codename in pairs:
+            permission = permission_model.objects.filter(
+                content_type__app_label=app_label, codename=codename
+            ).first()
+            if permission is None:
+                raise LookupError(f"permission {app_label}.{codename} does not exist")
+            permissions.append(permission)
+        group.permissions.set(permissions)

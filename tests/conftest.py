@@ -1,0 +1,93 @@
+"""Shared personas and data builders. Area-specific fixtures live in their test modules."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import connection
+
+from rotation.models import Installation, Resource
+from rotation.roles import COMPLIANCE, SUPPORT, roles_sync
+
+PASSWORD = "correct horse battery staple"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip PostgreSQL-only tests on SQLite; `.ci/run` runs the suite on both."""
+    skip_pg = pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)")
+    for item in items:
+        if "postgres" in item.keywords and connection.vendor != "postgresql":
+            item.add_marker(skip_pg)
+
+
+def make_user(username: str, *, group: str | None = None, staff: bool = True, superuser=False):
+    user = get_user_model().objects.create_user(
+        username, f"{username}@example.com", PASSWORD, is_staff=staff, is_superuser=superuser
+    )
+    if group:
+        user.groups.add(Group.objects.get(name=group))
+    return user
+
+
+@pytest.fixture
+def roles(db):
+    roles_sync()
+
+
+@pytest.fixture
+def alice(roles):
+    """Support staff."""
+    return make_user("alice", group=SUPPORT)
+
+
+@pytest.fixture
+def carol(roles):
+    """Compliance reviewer."""
+    return make_user("carol", group=COMPLIANCE)
+
+
+@pytest.fixture
+def dave(db):
+    """Staff member with no permissions at all."""
+    return make_user("dave")
+
+
+@pytest.fixture
+def root(db):
+    """Superuser."""
+    return make_user("root", superuser=True)
+
+
+def make_installation(
+    vercel_id: str = "icfg_test1",
+    *,
+    token: str = "vci_test_token_1",
+    endpoint: str = "current",
+    resources: int = 1,
+    product: str = "postgres",
+) -> Installation:
+    installation = Installation.objects.create(
+        vercel_id=vercel_id,
+        name=f"Team of {vercel_id}",
+        team_id=f"team_{vercel_id}",
+        contact_email="owner@example.com",
+        endpoint=endpoint,
+    )
+    installation.set_access_token(token)
+    installation.save()
+    for index in range(resources):
+        Resource.objects.create(
+            installation=installation,
+            vercel_id=f"{vercel_id}_res{index}",
+            product=product,
+            name=f"db-{index}",
+            secret_template=[
+                {"name": "DATABASE_URL", "prefix": "", "environments": ["production", "preview"]},
+                {"name": "PGPASSWORD", "prefix": "", "environments": ["production"]},
+            ],
+        )
+    return installation
+
+
+@pytest.fixture
+def installation(db):
+    return make_installation()
