@@ -19,6 +19,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_pg)
 
 
+def raw_database_bytes(tables: list[str] | None = None) -> bytes:
+    """Every cell of every table (or of `tables`), read with SQL rather than the ORM."""
+    chunks = []
+    with connection.cursor() as cursor:
+        for table in tables or connection.introspection.table_names(cursor):
+            cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")  # noqa: S608
+            for row in cursor.fetchall():
+                for cell in row:
+                    if isinstance(cell, memoryview | bytes | bytearray):
+                        chunks.append(bytes(cell))
+                    elif cell is not None:
+                        chunks.append(str(cell).encode())
+    return b"\x00".join(chunks)
+
+
 def make_user(username: str, *, group: str | None = None, staff: bool = True, superuser=False):
     user = get_user_model().objects.create_user(
         username, f"{username}@example.com", PASSWORD, is_staff=staff, is_superuser=superuser
