@@ -1,0 +1,71 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rotation import crypto
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCTION = {
+    "DEBUG": "False",
+    "SECRET_KEY": "x" * 60 + "production-like-secret-key-for-tests",
+    "FIELD_ENCRYPTION_KEYS": crypto.generate_key("prod1"),
+    "AUDIT_FINGERPRINT_KEY": "fingerprint-key-for-tests-0123456789",
+    "ALLOWED_HOSTS": "portal.example.com",
+}
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in PRODUCTION and k != "DATABASE_URL"}
+    clean.update(env)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_it_refuses_to_start_without_keys_when_debug_is_off():
+    result = manage("check", DEBUG="False")
+    assert result.returncode != 0
+    assert "SECRET_KEY, FIELD_ENCRYPTION_KEYS, AUDIT_FINGERPRINT_KEY, ALLOWED_HOSTS" in (
+        result.stderr
+    )
+
+
+def test_it_refuses_development_keys_when_debug_is_off():
+    from django.conf import settings
+
+    env = dict(PRODUCTION, FIELD_ENCRYPTION_KEYS=settings.DEV_FIELD_ENCRYPTION_KEYS)
+    result = manage("check", **env)
+    assert result.returncode != 0
+    assert "development-only key" in result.stderr
+
+
+def test_check_deploy_is_clean_with_a_production_environment():
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_redis_url_selects_the_redis_broker():
+    code = (
+        "from django.conf import settings; "
+        "print(settings.Q_CLUSTER.get('redis'), 'orm' in settings.Q_CLUSTER)"
+    )
+    result = manage("shell", "--no-imports", "-c", code, REDIS_URL="redis://127.0.0.1:6379/5")
+    assert result.stdout.split() == ["redis://127.0.0.1:6379/5", "False"]
+    result = manage("shell", "--no-imports", "-c", code)
+    assert result.stdout.split() == ["None", "True"]
+
+
+def test_database_url_selects_the_database():
+    code = "from django.db import connection; print(connection.vendor)"
+    result = manage(
+        "shell", "--no-imports", "-c", code, DATABASE_URL="postgres://postgres@127.0.0.1:5432/test"
+    )
+    assert result.stdout.strip() == "postgresql"
+    assert manage("shell", "--no-imports", "-c", code).stdout.strip() == "sqlite"
