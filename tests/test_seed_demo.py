@@ -34,6 +34,6 @@ def test_demo_users_can_log_in(db, client):
 
 
 def test_it_refuses_to_run_in_production(settings, db):
-    settings.DEBUG = False
-    with pytest.raises(CommandError, match="DEBUG is off"):
+    settings.SECRET_KEY = "a-real-production-secret-key"
+    with pytest.raises(CommandError, match="looks like a real deployment"):
         call_command("seed_demo")

@@ -11,12 +11,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--allow-production", action="store_true", help="run even with DEBUG=False"
+            "--force", action="store_true", help="run even though real keys are configured"
         )
 
-    def handle(self, *args, allow_production: bool, **options):
-        if not settings.DEBUG and not allow_production:
-            raise CommandError("seed_demo creates users with known passwords; DEBUG is off")
+    def handle(self, *args, force: bool, **options):
+        # Real keys mean a real deployment: never plant known passwords there by accident.
+        if settings.SECRET_KEY != settings.DEV_SECRET_KEY and not force:
+            raise CommandError(
+                "seed_demo creates users with known passwords; this looks like a real "
+                "deployment (SECRET_KEY is set). Use --force on a throw-away instance."
+            )
         result = demo_seed()
         self.stdout.write(
             f"Demo data: {result.installations} installations, {result.resources} resources."
