@@ -106,3 +106,14 @@ def make_installation(
 @pytest.fixture
 def installation(db):
     return make_installation()
+
+
+@pytest.fixture
+def fake_vercel(settings):
+    """The local Vercel stand-in on a free port; VERCEL_API_URL points at it."""
+    from rotation.fake_vercel import FakeVercel
+
+    fake = FakeVercel(seed=1234).start()
+    settings.VERCEL_API_URL = fake.url
+    yield fake
+    fake.stop()

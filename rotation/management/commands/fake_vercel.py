@@ -1,0 +1,73 @@
+"""`manage.py fake_vercel`: run the local Vercel stand-in until Ctrl-C."""
+
+import json
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from rotation.fake_vercel import FakeVercel
+
+
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(text)
+    return value
+
+
+class Command(BaseCommand):
+    help = "Serve a local stand-in for Vercel's resource secrets API, with fault injection."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8765)
+        parser.add_argument("--rate", type=float, default=None, help="requests per second")
+        parser.add_argument("--fail-rate", type=probability, default=0.0, help="share of 5xx")
+        parser.add_argument("--latency-ms", type=float, default=0.0)
+        parser.add_argument("--hang-rate", type=probability, default=0.0)
+        parser.add_argument("--hang-seconds", type=float, default=30.0)
+        parser.add_argument("--drop-rate", type=probability, default=0.0)
+        parser.add_argument("--seed", type=int, default=None)
+        parser.add_argument(
+            "--config", default=None, help="import_installations JSON (default: the database)"
+        )
+
+    def handle(self, *args, **options):
+        fake = FakeVercel(
+            host=options["host"],
+            port=options["port"],
+            rate=options["rate"],
+            fail_rate=options["fail_rate"],
+            latency_ms=options["latency_ms"],
+            hang_rate=options["hang_rate"],
+            hang_seconds=options["hang_seconds"],
+            drop_rate=options["drop_rate"],
+            seed=options["seed"],
+            reload_from_database=options["config"] is None,
+        )
+        if options["config"]:
+            path = Path(options["config"])
+            try:
+                fake.load_config(json.loads(path.read_text(encoding="utf-8")))
+            except FileNotFoundError:
+                raise CommandError(f"{path}: no such file") from None
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                raise CommandError(f"{path}: not valid JSON") from None
+            except ValueError as exc:
+                raise CommandError(f"{path}: {exc}") from None
+            source = path.name
+        else:
+            count = fake.load_from_database()
+            source = f"the database ({count} installations; reloads on unknown ones)"
+        try:
+            fake.start()
+        except OSError as exc:
+            raise CommandError(
+                f"cannot listen on {options['host']}:{options['port']}: {exc}"
+            ) from None
+        self.stdout.write(f"Fake Vercel at {fake.url}, installations from {source}. Ctrl-C stops.")
+        self.stdout.flush()
+        try:
+            fake.serve_until_interrupted()
+        finally:
+            fake.stop()
