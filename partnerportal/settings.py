@@ -140,6 +140,24 @@ ROTATION_CREDENTIAL_PROVIDER = env.str(
     "ROTATION_CREDENTIAL_PROVIDER", default="rotation.credentials.RandomCredentialProvider"
 )
 
+# Redeploy tracking (rotation/redeploy.py): reminders, deadline, expiry of old credentials.
+VERCEL_WEBHOOK_MAX_BYTES = env.int("VERCEL_WEBHOOK_MAX_BYTES", default=1_000_000)
+ROTATION_REMINDER_DAYS = [float(d) for d in env.list("ROTATION_REMINDER_DAYS", default=[1, 3, 7])]
+ROTATION_REDEPLOY_GRACE_DAYS = env.float("ROTATION_REDEPLOY_GRACE_DAYS", default=14)
+ROTATION_ESCALATION_HOURS_BEFORE_DEADLINE = env.float(
+    "ROTATION_ESCALATION_HOURS_BEFORE_DEADLINE", default=48
+)
+# Empty: staff users holding rotation.confirm_redeploy (with an email address) are told.
+ROTATION_ESCALATION_EMAILS = env.list("ROTATION_ESCALATION_EMAILS", default=[])
+ROTATION_EXPIRE_ON_DEADLINE = env.bool("ROTATION_EXPIRE_ON_DEADLINE", default=False)
+ROTATION_EXPIRE_SAFETY_DELAY_MINUTES = env.float(
+    "ROTATION_EXPIRE_SAFETY_DELAY_MINUTES", default=10
+)
+ROTATION_EXPIRE_RETRY_MINUTES = env.float("ROTATION_EXPIRE_RETRY_MINUTES", default=5)
+ROTATION_REMINDER_MAX_ATTEMPTS = env.int("ROTATION_REMINDER_MAX_ATTEMPTS", default=5)
+# Deployment targets that count as a redeploy; empty means any target.
+ROTATION_REDEPLOY_TARGETS = env.list("ROTATION_REDEPLOY_TARGETS", default=[])
+
 # django-q2: ORM broker by default; REDIS_URL switches to Redis.
 REDIS_URL = env.str("REDIS_URL", default="")
 Q_CLUSTER = {

@@ -32,6 +32,20 @@ class AuditAction(models.TextChoices):
     INSTALLATION_CHANGED = "installation.changed", "Installation changed"
     RESOURCE_CHANGED = "resource.changed", "Resource changed"
     SECRETS_REENCRYPTED = "secrets.reencrypted", "Secrets re-encrypted"
+    # Redeploy tracking (rotation/redeploy.py, rotation/webhooks.py).
+    WEBHOOK_RECEIVED = "webhook.received", "Vercel webhook handled"
+    PROJECT_CONNECTED = "project.connected", "Project connected to a resource"
+    PROJECT_DISCONNECTED = "project.disconnected", "Project disconnected from a resource"
+    INSTALLATION_REMOVED = "installation.removed", "Installation removed on Vercel"
+    REDEPLOY_STARTED = "rotation.redeploy_started", "Waiting for redeploys"
+    PROJECT_REDEPLOYED = "rotation.project_redeployed", "Project redeployed after the push"
+    REDEPLOY_DONE = "rotation.redeployed", "All projects redeployed"
+    REDEPLOY_CONFIRMED = "rotation.redeploy_confirmed", "Customer-confirmed redeploy recorded"
+    REMINDER_SENT = "rotation.reminder_sent", "Redeploy reminder sent"
+    ROTATION_ESCALATED = "rotation.escalated", "Redeploy deadline passed"
+    OLD_CREDENTIALS_EXPIRED = "rotation.old_expired", "Old credentials expired"
+    ROTATION_STOPPED = "rotation.stopped", "Rotation stopped (installation removed)"
+    ROTATION_ROLLED_BACK = "rotation.rolled_back", "Rotation rolled back"
 
 
 HASHED_FIELDS = (

@@ -1,0 +1,92 @@
+"""Builders for redeploy tests: a rotation already pushed, made with the ORM (no services)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from rotation.models import ConnectedProject, CredentialVersion, Resource, Rotation, RotationBatch
+from rotation.redeploy import rotation_redeploy_begin
+
+DATA = Path(__file__).parent / "data"
+OLD_SECRETS = [{"name": "DATABASE_URL", "value": "postgres://old-user:old-pass@db/x"}]
+NEW_SECRETS = [{"name": "DATABASE_URL", "value": "postgres://new-user:new-pass@db/x"}]
+
+
+def connect(resource: Resource, *project_ids: str, at: datetime | None = None) -> None:
+    for project_id in project_ids:
+        ConnectedProject.objects.create(
+            resource=resource,
+            project_id=project_id,
+            source=ConnectedProject.Source.WEBHOOK,
+            connected_at=at or timezone.now() - timedelta(days=30),
+        )
+
+
+def make_version(resource: Resource, stage: str, secrets: list[dict], rotation=None):
+    version = CredentialVersion(resource=resource, stage=stage, rotation=rotation)
+    version.seal(secrets)
+    version.save()
+    return version
+
+
+def make_pushed_rotation(
+    resource: Resource, *, emergency: bool = False, pushed_at: datetime | None = None
+) -> Rotation:
+    """What rotation_push leaves behind: old version previous, new one current, waiting."""
+    pushed_at = pushed_at or timezone.now()
+    with transaction.atomic():
+        batch = RotationBatch.objects.create(reason="test", emergency=emergency)
+        rotation = Rotation.objects.create(
+            batch=batch,
+            resource=resource,
+            emergency=emergency,
+            state=Rotation.State.AWAITING_REDEPLOY,
+            state_changed_at=pushed_at,
+            pushed_at=pushed_at,
+        )
+        make_version(resource, CredentialVersion.Stage.PREVIOUS, OLD_SECRETS)
+        make_version(resource, CredentialVersion.Stage.CURRENT, NEW_SECRETS, rotation=rotation)
+        rotation_redeploy_begin(rotation=rotation)
+    rotation.refresh_from_db()
+    return rotation
+
+
+def sign(body: bytes, secret: str) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
+
+
+def event(name: str, **changes) -> dict:
+    """A sample delivery from tests/data, with top-level and payload fields replaced."""
+    data = json.loads((DATA / f"{name}.json").read_text())
+    for key, value in changes.items():
+        if key in data:
+            data[key] = value
+        else:
+            data["payload"][key] = value
+    return data
+
+
+def deployment_event(
+    resource: Resource, project_id: str, at: datetime, event_id: str, **changes
+) -> dict:
+    return event(
+        "deployment.succeeded",
+        id=event_id,
+        createdAt=int(at.timestamp() * 1000),
+        project={"id": project_id},
+        deployment={"id": f"dpl_{event_id}"},
+        integrations=[
+            {
+                "installationId": resource.installation.vercel_id,
+                "resources": [{"externalResourceId": resource.vercel_id}],
+            }
+        ],
+        **changes,
+    )
