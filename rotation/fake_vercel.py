@@ -24,6 +24,7 @@ import logging
 import math
 import random
 import re
+import signal
 import socket
 import threading
 import time
@@ -136,6 +137,8 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     status: int = 0
+    # The client's (host, port): equal ports mean one reused connection.
+    client: tuple[str, int] = ("", 0)
 
 
 @dataclass
@@ -389,7 +392,7 @@ class FakeVercel:
         self._server.fake = self
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.01},
             name="fake-vercel",
             daemon=True,
         )
@@ -408,7 +411,9 @@ class FakeVercel:
         self._thread = None
 
     def serve_until_interrupted(self) -> None:
-        """Block the calling thread until Ctrl-C (for the management command)."""
+        """Block the calling thread until Ctrl-C or SIGTERM (for the management command)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
         try:
             while not self._stopping.wait(0.5):
                 pass
@@ -451,7 +456,12 @@ class FakeVercel:
             self._send_page(handler)
             return
         recorded = RecordedRequest(
-            method=method, path=path, operation=None, headers=dict(handler.headers), body=None
+            method=method,
+            path=path,
+            operation=None,
+            headers=dict(handler.headers),
+            body=None,
+            client=tuple(handler.client_address[:2]),
         )
         with self._lock:
             self._total += 1

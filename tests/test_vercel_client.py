@@ -1,5 +1,14 @@
 """The Vercel client over real HTTP against the local stand-in (no patched requests)."""
 
+import json
+import logging
+import pickle
+import socket
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import jsonschema
 import pytest
 
 from rotation import vercel
@@ -10,10 +19,15 @@ TOKEN = "vci_client_token_abcdef123456"
 RESOURCE = "res_client1"
 PRODUCT = "postgres"
 VALUE = "postgres://app:s3cr3t-value-0001@db.example.com/app"
+PREVIEW_VALUE = "postgres://app:preview-secret-0002@db.example.com/app"
+NOW = 1_800_000_000.0
+OPENAPI = Path(vercel.__file__).with_name("vercel_openapi.json")
 
 
 @pytest.fixture
-def fake(fake_vercel):
+def fake(fake_vercel, settings):
+    settings.VERCEL_READ_TIMEOUT = 0.5
+    settings.VERCEL_CONNECT_TIMEOUT = 0.5
     fake_vercel.add_installation(INSTALLATION, TOKEN, {RESOURCE: PRODUCT, "res_other": "redis"})
     return fake_vercel
 
@@ -27,6 +41,21 @@ def push(**overrides):
     }
     arguments.update(overrides)
     vercel.update_resource_secrets(**arguments)
+
+
+def push_error(**overrides) -> VercelError:
+    with pytest.raises(VercelError) as caught:
+        push(**overrides)
+    return caught.value
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# -- paths, headers and bodies ------------------------------------------------------------
 
 
 def test_it_puts_secrets_on_the_current_path(fake):
@@ -48,12 +77,479 @@ def test_it_puts_secrets_on_the_deprecated_path_with_the_product(fake):
         f"/v1/installations/{INSTALLATION}/products/{PRODUCT}/resources/{RESOURCE}/secrets"
     )
     assert request.status == 201
+    assert fake.secrets_of(INSTALLATION, RESOURCE) == [{"name": "DATABASE_URL", "value": VALUE}]
+
+
+def test_it_sends_the_bearer_token_user_agent_and_json_content_type(fake):
+    push()
+
+    (request,) = fake.requests
+    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["User-Agent"].startswith(f"partnerportal/{vercel.VERSION}")
+    assert request.headers["Content-Type"] == "application/json"
+
+
+def test_it_quotes_ids_in_the_path(fake):
+    fake.add_installation("icfg/odd id", TOKEN, {"res ?#": PRODUCT})
+
+    push(installation_id="icfg/odd id", resource_id="res ?#")
+
+    assert (
+        fake.requests[0].path == "/v1/installations/icfg%2Fodd%20id/resources/res%20%3F%23/secrets"
+    )
+    assert fake.secrets_of("icfg/odd id", "res ?#")
+
+
+def test_it_omits_empty_optional_fields_and_partial_unless_asked(fake):
+    push(secrets=[{"name": "A", "value": "a-value", "prefix": "", "environmentOverrides": {}}])
+
+    assert fake.requests[0].body == {"secrets": [{"name": "A", "value": "a-value"}]}
+
+
+def test_it_sends_prefix_overrides_and_partial_when_given(fake):
+    secret = {
+        "name": "URL",
+        "value": VALUE,
+        "prefix": "PG_",
+        "environmentOverrides": {"preview": PREVIEW_VALUE},
+    }
+
+    push(secrets=[secret], partial=True)
+
+    assert fake.requests[0].body == {"secrets": [secret], "partial": True}
+    assert fake.secrets_of(INSTALLATION, RESOURCE) == [secret]
+
+
+def test_it_replaces_all_secrets_without_partial(fake):
+    fake.set_secrets(INSTALLATION, RESOURCE, [{"name": "OLD", "value": "old"}])
+
+    push(secrets=[{"name": "NEW", "value": "new"}])
+
+    assert fake.secrets_of(INSTALLATION, RESOURCE) == [{"name": "NEW", "value": "new"}]
+
+
+def test_it_merges_secrets_with_partial(fake):
+    fake.set_secrets(
+        INSTALLATION, RESOURCE, [{"name": "KEEP", "value": "k"}, {"name": "NEW", "value": "1"}]
+    )
+
+    push(secrets=[{"name": "NEW", "value": "2"}], partial=True)
+
+    assert fake.secrets_of(INSTALLATION, RESOURCE) == [
+        {"name": "KEEP", "value": "k"},
+        {"name": "NEW", "value": "2"},
+    ]
+
+
+def test_it_creates_a_resource_updated_event(fake):
+    vercel.create_event(installation_id=INSTALLATION, token=TOKEN, resource_id=RESOURCE)
+    vercel.create_event(
+        installation_id=INSTALLATION, token=TOKEN, resource_id=RESOURCE, product_id=PRODUCT
+    )
+
+    first, second = fake.requests
+    assert (first.method, first.path) == ("POST", f"/v1/installations/{INSTALLATION}/events")
+    assert first.body == {"event": {"type": "resource.updated", "resourceId": RESOURCE}}
+    assert second.body["event"]["productId"] == PRODUCT
+    assert [event["resourceId"] for event in fake.events] == [RESOURCE, RESOURCE]
+
+
+def test_it_reuses_one_session_and_connection(fake):
+    push()
+    push()
+
+    assert vercel.default_session() is vercel.default_session()
+    first, second = fake.requests
+    assert first.client == second.client
+
+
+def test_it_reads_the_base_url_at_call_time(fake, settings):
+    settings.VERCEL_API_URL = fake.url + "/"
+
+    push()
+
+    assert fake.requests[0].path.startswith("/v1/")
+
+
+# -- validation before sending -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "secrets",
+    [
+        [],
+        "DATABASE_URL",
+        ["DATABASE_URL"],
+        [{"name": "1DATABASE", "value": VALUE}],
+        [{"name": "BAD-NAME", "value": VALUE}],
+        [{"name": "", "value": VALUE}],
+        [{"value": VALUE}],
+        [{"name": "A", "value": ""}],
+        [{"name": "A", "value": 5}],
+        [{"name": "A"}],
+        [{"name": "A", "value": VALUE}, {"name": "A", "value": VALUE}],
+        [{"name": "PG_A", "value": VALUE}, {"name": "A", "value": VALUE, "prefix": "PG_"}],
+        [{"name": "A", "value": VALUE, "prefix": "9X"}],
+        [{"name": "A", "value": VALUE, "environmentOverrides": {"staging": VALUE}}],
+        [{"name": "A", "value": VALUE, "environmentOverrides": {"preview": ""}}],
+        [{"name": "A", "value": VALUE, "environmentOverrides": ["preview"]}],
+        [{"name": "A", "value": VALUE, "target": ["production"]}],
+    ],
+)
+def test_it_refuses_a_bad_secret_set_before_sending(fake, secrets):
+    error = push_error(secrets=secrets)
+
+    assert (error.status, error.code, error.permanent) == (None, "invalid_request", True)
+    assert VALUE not in str(error)
+    assert fake.requests == []
+
+
+def test_it_refuses_a_token_a_header_cannot_carry_without_echoing_it(fake):
+    error = push_error(token=TOKEN + "\r\nX-Evil: 1")
+
+    assert error.code == "invalid_request"
+    assert TOKEN not in str(error) and TOKEN not in repr(error)
+    assert fake.requests == []
+
+
+def test_it_refuses_an_unknown_endpoint_or_missing_product(fake):
+    assert push_error(endpoint="legacy").code == "invalid_request"
+    assert push_error(endpoint="deprecated").code == "invalid_request"
+    assert fake.requests == []
+
+
+# -- errors from Vercel ---------------------------------------------------------------------
 
 
 def test_it_maps_an_unknown_resource_to_a_permanent_error(fake):
-    with pytest.raises(VercelError) as caught:
-        push(resource_id="res_missing")
+    error = push_error(resource_id="res_missing")
 
-    assert caught.value.status == 404
-    assert caught.value.code == "not_found"
-    assert caught.value.permanent is True
+    assert (error.status, error.code, error.permanent) == (404, "not_found", True)
+    assert error.message == "Resource not found"
+
+
+def test_it_maps_an_unknown_installation_to_not_found(fake):
+    error = push_error(installation_id="icfg_gone")
+
+    assert (error.status, error.permanent) == (404, True)
+
+
+def test_it_maps_a_wrong_token_to_forbidden(fake):
+    error = push_error(token="vci_wrong_token_0000")
+
+    assert (error.status, error.code, error.permanent) == (403, "forbidden", True)
+
+
+def test_it_maps_a_wrong_product_on_the_deprecated_path_to_not_found(fake):
+    error = push_error(endpoint="deprecated", product="redis")
+
+    assert (error.status, error.permanent) == (404, True)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "permanent"),
+    [
+        (400, "bad_request", True),
+        (401, "unauthorized", True),
+        (403, "forbidden", True),
+        (404, "not_found", True),
+        (409, "conflict", False),
+        (410, "gone", True),
+        (422, "unprocessable_entity", True),
+        (429, "rate_limited", False),
+        (500, "internal_server_error", False),
+        (502, "bad_gateway", False),
+        (503, "service_unavailable", False),
+        (504, "gateway_timeout", False),
+        (418, "teapot", True),
+    ],
+)
+def test_it_maps_each_status_class(fake, status, code, permanent):
+    fake.respond_next(status, {"error": {"code": code, "message": f"Vercel says {status}"}})
+
+    error = push_error()
+
+    assert (error.status, error.code, error.permanent) == (status, code, permanent)
+    assert error.message == f"Vercel says {status}"
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "permanent"),
+    [(400, "bad_request", True), (404, "not_found", True), (502, "internal_server_error", False)],
+)
+def test_it_maps_a_non_json_answer_by_status(fake, status, code, permanent):
+    fake.respond_next(status, raw=b"<html>oops</html>", content_type="text/html")
+
+    error = push_error()
+
+    assert (error.status, error.code, error.permanent) == (status, code, permanent)
+    assert "no Vercel error body" in error.message
+
+
+def test_it_treats_an_unexpected_redirect_as_permanent_and_does_not_follow_it(fake):
+    fake.respond_next(307, headers={"Location": fake.url + "/elsewhere"})
+
+    error = push_error()
+
+    assert (error.status, error.code, error.permanent) == (307, "http_307", True)
+    assert len(fake.requests) == 1
+
+
+def test_it_accepts_any_2xx_as_success(fake):
+    fake.respond_next(200, {"ok": True})
+
+    push()
+
+
+# -- rate limits and waits -------------------------------------------------------------------
+
+
+def test_it_honours_retry_after_from_a_rate_limited_answer(fake):
+    fake.respond_next(
+        429,
+        {"error": {"code": "rate_limited", "message": "slow down", "limit": {"reset": 1}}},
+        headers={"Retry-After": "7"},
+    )
+
+    error = push_error()
+
+    assert (error.code, error.permanent, error.retry_after) == ("rate_limited", False, 7.0)
+
+
+def test_it_falls_back_to_limit_reset_without_retry_after(fake):
+    fake.rate = 0.01
+    push()
+
+    error = push_error()
+
+    assert error.status == 429
+    assert error.code == "rate_limited"
+    assert 1 <= error.retry_after <= vercel.RETRY_AFTER_MAX
+
+
+@pytest.mark.parametrize(
+    ("header", "limit", "expected"),
+    [
+        ("7", None, 7.0),
+        ("0", None, vercel.RETRY_AFTER_MIN),
+        ("0.003", None, vercel.RETRY_AFTER_MIN),
+        ("-5", None, vercel.RETRY_AFTER_MIN),
+        ("86400000", None, vercel.RETRY_AFTER_MAX),
+        ("1e400", {"reset": NOW + 20}, 20.0),
+        ("nan", {"reset": NOW + 20}, 20.0),
+        ("soon", {"reset": NOW + 20}, 20.0),
+        (None, {"reset": NOW + 30}, 30.0),
+        (None, {"reset": NOW + 30.5, "resetMs": 1}, 30.5),
+        (None, {"reset": NOW - 1000}, vercel.RETRY_AFTER_MIN),
+        (None, {"reset": -50}, vercel.RETRY_AFTER_MIN),
+        (None, {"reset": 10**30}, vercel.RETRY_AFTER_MAX),
+        (None, {"reset": (NOW + 45) * 1000}, 45.0),
+        (None, {"resetMs": (NOW + 12) * 1000}, 12.0),
+        (None, {"reset": "tomorrow"}, None),
+        (None, {"reset": True}, None),
+        (None, "garbage", None),
+        (None, None, None),
+        ("", {}, None),
+    ],
+)
+def test_it_parses_and_clamps_waits(header, limit, expected):
+    assert vercel.parse_retry_after(header, limit, now=NOW) == expected
+
+
+def test_it_parses_retry_after_as_an_http_date():
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    header = format_datetime(now + timedelta(seconds=42), usegmt=True)
+
+    assert vercel.parse_retry_after(header, now=now.timestamp()) == 42.0
+
+
+def test_it_sets_no_wait_on_permanent_errors(fake):
+    fake.respond_next(
+        404, {"error": {"code": "not_found", "message": "x"}}, headers={"Retry-After": "3"}
+    )
+
+    assert push_error().retry_after is None
+
+
+def test_it_reads_the_wait_of_a_server_error(fake):
+    fake.respond_next(503, {"error": {"code": "x", "message": "y"}}, headers={"Retry-After": "2"})
+
+    assert push_error().retry_after == 2.0
+
+
+# -- transport failures -----------------------------------------------------------------------
+
+
+def test_it_gives_up_on_a_hanging_answer_as_a_transient_timeout(fake):
+    fake.hang_rate = 1.0
+    fake.hang_seconds = 5
+
+    error = push_error()
+
+    assert (error.status, error.code, error.permanent) == (None, "timeout", False)
+    assert fake.stats["hung"] == 1
+
+
+def test_it_reports_a_dropped_connection_as_transient(fake):
+    fake.drop_rate = 1.0
+
+    error = push_error()
+
+    assert (error.status, error.code, error.permanent) == (None, "connection_error", False)
+    assert fake.stats["dropped"] == 1
+
+
+def test_it_recovers_after_a_dropped_connection(fake):
+    push()
+    fake.drop_rate = 1.0
+    push_error()
+    fake.drop_rate = 0.0
+
+    push()
+
+    assert fake.stats["by_status"] == {201: 2}
+
+
+def test_it_reports_a_refused_connection_as_transient(fake, settings):
+    settings.VERCEL_API_URL = f"http://127.0.0.1:{free_port()}"
+
+    error = push_error()
+
+    assert (error.code, error.permanent) == ("connection_error", False)
+
+
+def test_it_pickles_an_error_with_its_fields():
+    error = VercelError(
+        status=429, code="rate_limited", message="m", permanent=False, retry_after=2
+    )
+
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+
+    assert (copy.status, copy.code, copy.message, copy.permanent, copy.retry_after) == (
+        429,
+        "rate_limited",
+        "m",
+        False,
+        2,
+    )
+
+
+# -- the contract: every body the client sends fits Vercel's published schema ---------------
+
+
+def test_it_sends_only_bodies_the_openapi_subset_accepts(fake):
+    document = json.loads(OPENAPI.read_text())
+    schemas = {
+        (method.upper(), template): operation["requestBody"]["content"]["application/json"][
+            "schema"
+        ]
+        for template, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if "requestBody" in operation
+    }
+    full = {
+        "name": "URL",
+        "value": VALUE,
+        "prefix": "PG_",
+        "environmentOverrides": {
+            "production": VALUE,
+            "preview": PREVIEW_VALUE,
+            "development": "dev-value",
+        },
+    }
+    for endpoint in ("current", "deprecated"):
+        for partial in (False, True):
+            push(endpoint=endpoint, product=PRODUCT, partial=partial)
+            push(endpoint=endpoint, product=PRODUCT, partial=partial, secrets=[full])
+            push(
+                endpoint=endpoint,
+                product=PRODUCT,
+                secrets=[{"name": f"S{i}", "value": f"v{i}", "prefix": ""} for i in range(30)],
+            )
+    vercel.create_event(installation_id=INSTALLATION, token=TOKEN, resource_id=RESOURCE)
+    vercel.create_event(
+        installation_id=INSTALLATION, token=TOKEN, resource_id=RESOURCE, product_id=PRODUCT
+    )
+
+    sent = fake.requests
+    assert len(sent) == 14
+    for request in sent:
+        assert request.status == 201
+        matching = [
+            schema
+            for (method, path_template), schema in schemas.items()
+            if method == request.method and _path_matches(path_template, request.path)
+        ]
+        assert len(matching) == 1, request.path
+        jsonschema.Draft202012Validator(matching[0]).validate(request.body)
+        # Stricter than the published schema: override keys are limited to the three.
+        for secret in request.body.get("secrets", []):
+            assert set(secret.get("environmentOverrides", {})) <= {
+                "production",
+                "preview",
+                "development",
+            }
+
+
+def _path_matches(template: str, path: str) -> bool:
+    template_parts = template.strip("/").split("/")
+    path_parts = path.strip("/").split("/")
+    return len(template_parts) == len(path_parts) and all(
+        t.startswith("{") or t == p for t, p in zip(template_parts, path_parts, strict=True)
+    )
+
+
+# -- nothing secret in logs or exception texts ----------------------------------------------
+
+
+def test_it_never_logs_or_raises_a_token_or_secret_value(fake, settings, caplog):
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="urllib3")
+    caplog.set_level(logging.DEBUG, logger="rotation")
+    secrets = [
+        {
+            "name": "DATABASE_URL",
+            "value": VALUE,
+            "environmentOverrides": {"preview": PREVIEW_VALUE},
+        }
+    ]
+    echo = f"bad token {TOKEN} for value {VALUE} / {PREVIEW_VALUE}"
+    errors = []
+
+    def attempt(**overrides):
+        with pytest.raises(VercelError) as caught:
+            push(**{"secrets": secrets, **overrides})
+        errors.append(caught.value)
+
+    for status in (400, 401, 403, 404, 409, 410, 422, 429, 500, 503):
+        fake.respond_next(status, {"error": {"code": "x", "message": echo}})
+        attempt()
+    fake.respond_next(400, {"error": {"code": TOKEN, "message": VALUE}})
+    attempt()
+    fake.respond_next(502, raw=echo.encode(), content_type="text/plain")
+    attempt()
+    fake.respond_next(429, {"error": {"code": "rate_limited", "message": echo, "limit": {}}})
+    attempt()
+    attempt(token="vci_wrong_token_0000")
+    attempt(resource_id="res_missing")
+    attempt(endpoint="deprecated", product="wrong")
+    attempt(token=TOKEN + "\n")
+    attempt(secrets=[*secrets, {"name": "DATABASE_URL", "value": VALUE}])
+    attempt(secrets=[{"name": "A", "value": VALUE, "environmentOverrides": {"x": VALUE}}])
+    fake.hang_rate, fake.hang_seconds = 1.0, 5
+    attempt()
+    fake.hang_rate, fake.drop_rate = 0.0, 1.0
+    attempt()
+    fake.drop_rate = 0.0
+    settings.VERCEL_API_URL = f"http://127.0.0.1:{free_port()}"
+    attempt()
+
+    assert len(errors) == 22
+    texts = [record.getMessage() for record in caplog.records]
+    texts += [repr(record.args) for record in caplog.records]
+    texts += [text for error in errors for text in (str(error), repr(error), repr(error.args))]
+    assert any("vercel PUT" in text for text in texts)
+    assert any("urllib3" in record.name for record in caplog.records)
+    for text in texts:
+        for hidden in (TOKEN, VALUE, PREVIEW_VALUE):
+            assert hidden not in text
