@@ -1,0 +1,73 @@
+"""Vercel webhook endpoint: verify the signature, cap the size, hand the event to a service."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from rotation.redeploy import WebhookInvalid, webhook_event_handle
+
+logger = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "x-vercel-signature"
+
+
+def sign_webhook(body: bytes, secret: str) -> str:
+    """Vercel's signature of a delivery: hex HMAC-SHA1 of the raw body, keyed by the secret."""
+    return hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
+
+
+def signature_valid(*, body: bytes, signature: str, secret: str) -> bool:
+    """Constant-time check of `signature` against the body; an unset secret never matches."""
+    if not secret or not signature:
+        return False
+    return hmac.compare_digest(sign_webhook(body, secret), signature.strip().lower())
+
+
+def _answer(status: int, outcome: str) -> JsonResponse:
+    return JsonResponse({"outcome": outcome}, status=status)
+
+
+@csrf_exempt
+@require_POST
+def vercel_webhook(request: HttpRequest) -> JsonResponse:
+    """Vercel posts integration and deployment events here."""
+    secret = settings.VERCEL_CLIENT_SECRET
+    if not secret:
+        logger.error("Vercel webhook refused: VERCEL_CLIENT_SECRET is not set")
+        return _answer(403, "webhook secret not configured")
+    limit = settings.VERCEL_WEBHOOK_MAX_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        return _answer(413, "body too large")
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        return _answer(413, "body too large")
+    if not signature_valid(
+        body=body, signature=request.headers.get(SIGNATURE_HEADER, ""), secret=secret
+    ):
+        logger.warning(
+            "Vercel webhook with a bad or missing signature from %s",
+            request.META.get("REMOTE_ADDR"),
+        )
+        return _answer(403, "bad signature")
+    try:
+        event = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return _answer(400, "malformed JSON")
+    try:
+        result = webhook_event_handle(event=event, request=request)
+    except WebhookInvalid as exc:
+        return _answer(400, str(exc))
+    outcome = result if result in ("duplicate", "ignored") else "processed"
+    return _answer(200, outcome)

@@ -1,0 +1,286 @@
+"""The Vercel webhook endpoint: signatures, size cap, idempotence, and the events it applies."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+
+from rotation.audit import AuditAction
+from rotation.models import AuditEvent, ConnectedProject, Installation, Rotation, WebhookEvent
+from rotation.webhooks import sign_webhook
+from tests.redeploy_builders import connect, deployment_event, event, make_pushed_rotation
+
+URL = "/webhooks/vercel/"
+SECRET = "whsec_test_client_secret"
+PUSH = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def webhook_settings(settings):
+    settings.VERCEL_CLIENT_SECRET = SECRET
+    settings.VERCEL_WEBHOOK_MAX_BYTES = 1_000_000
+    settings.ROTATION_REDEPLOY_TARGETS = []
+    return settings
+
+
+@pytest.fixture
+def resource(installation):
+    return installation.resources.get()
+
+
+@pytest.fixture
+def rotation(resource):
+    connect(resource, "prj_a", "prj_b", at=PUSH - timedelta(days=5))
+    with time_machine.travel(PUSH, tick=False):
+        return make_pushed_rotation(resource)
+
+
+def post(client, body: bytes | dict, *, signature: str | None = None, secret: str = SECRET):
+    if isinstance(body, dict):
+        body = json.dumps(body).encode()
+    headers = {}
+    if signature is None:
+        signature = sign_webhook(body, secret)
+    if signature:
+        headers["HTTP_X_VERCEL_SIGNATURE"] = signature
+    return client.post(URL, data=body, content_type="application/json", **headers)
+
+
+def statuses(rotation) -> dict[str, str]:
+    return dict(rotation.redeploy_checks.values_list("project_id", "status"))
+
+
+def test_it_accepts_a_signed_deployment_after_the_push(client, resource, rotation):
+    body = deployment_event(resource, "prj_a", PUSH + timedelta(hours=2), "evt_1")
+
+    response = post(client, body)
+
+    assert response.status_code == 200
+    assert response.json() == {"outcome": "processed"}
+    assert statuses(rotation) == {"prj_a": "redeployed", "prj_b": "waiting"}
+    check = rotation.redeploy_checks.get(project_id="prj_a")
+    assert check.deployment_id == "dpl_evt_1"
+    assert check.deployed_at == PUSH + timedelta(hours=2)
+    handled = AuditEvent.objects.get(action=AuditAction.WEBHOOK_RECEIVED)
+    assert handled.actor_type == AuditEvent.ActorType.VERCEL
+    assert handled.details["event"] == "evt_1"
+    assert handled.source_ip == "127.0.0.1"
+    redeployed = AuditEvent.objects.get(action=AuditAction.PROJECT_REDEPLOYED)
+    assert redeployed.rotation_ref == rotation.pk
+    assert redeployed.actor_type == AuditEvent.ActorType.VERCEL
+
+
+def test_it_rejects_a_body_altered_by_one_byte(client, resource, rotation):
+    body = json.dumps(deployment_event(resource, "prj_a", PUSH + timedelta(hours=2), "e")).encode()
+    signature = sign_webhook(body, SECRET)
+    altered = body.replace(b"prj_a", b"prj_b")
+    assert sum(a != b for a, b in zip(altered, body, strict=True)) == 1
+
+    response = post(client, altered, signature=signature)
+
+    assert response.status_code == 403
+    assert not WebhookEvent.objects.exists()
+    assert statuses(rotation) == {"prj_a": "waiting", "prj_b": "waiting"}
+
+
+@pytest.mark.parametrize("signature", ["", "0" * 40, "not-hex"])
+def test_it_rejects_a_missing_or_wrong_signature(client, resource, signature):
+    response = post(client, event("deployment.succeeded"), signature=signature)
+    assert response.status_code == 403
+    assert not WebhookEvent.objects.exists()
+
+
+def test_it_rejects_a_signature_made_with_another_secret(client, resource):
+    response = post(client, event("deployment.succeeded"), secret="someone-else")
+    assert response.status_code == 403
+
+
+def test_it_refuses_everything_while_the_secret_is_unset(client, db, settings):
+    settings.VERCEL_CLIENT_SECRET = ""
+    body = json.dumps(event("deployment.succeeded")).encode()
+    response = post(client, body, signature=sign_webhook(body, ""))
+    assert response.status_code == 403
+    assert not WebhookEvent.objects.exists()
+
+
+def test_it_refuses_a_body_over_the_cap(client, db, settings):
+    settings.VERCEL_WEBHOOK_MAX_BYTES = 1000
+    body = json.dumps(event("deployment.succeeded", padding="x" * 2000)).encode()
+    response = post(client, body)
+    assert response.status_code == 413
+    assert not WebhookEvent.objects.exists()
+
+
+def test_it_answers_400_to_malformed_json(client, db):
+    assert post(client, b'{"id": "evt_1", "type": ').status_code == 400
+    assert post(client, b"[1, 2]").status_code == 400
+    assert post(client, {"type": "deployment.succeeded"}).status_code == 400
+    assert not WebhookEvent.objects.exists()
+
+
+def test_it_only_takes_post(client, db):
+    assert client.get(URL).status_code == 405
+
+
+def test_it_answers_200_to_event_types_it_ignores(client, db):
+    response = post(client, event("deployment.succeeded", id="evt_x", type="deployment.error"))
+    assert response.status_code == 200
+    assert response.json() == {"outcome": "ignored"}
+    assert WebhookEvent.objects.get().status == WebhookEvent.Status.IGNORED
+
+
+def test_it_applies_a_redelivered_event_once(client, resource, rotation):
+    body = deployment_event(resource, "prj_a", PUSH + timedelta(hours=2), "evt_dup")
+    assert post(client, body).json() == {"outcome": "processed"}
+    assert post(client, body).json() == {"outcome": "duplicate"}
+    assert WebhookEvent.objects.count() == 1
+    assert AuditEvent.objects.filter(action=AuditAction.PROJECT_REDEPLOYED).count() == 1
+    assert AuditEvent.objects.filter(action=AuditAction.WEBHOOK_RECEIVED).count() == 1
+
+
+def test_it_does_not_count_a_project_not_connected_to_the_resource(client, resource, rotation):
+    body = deployment_event(resource, "prj_stranger", PUSH + timedelta(hours=2), "evt_s")
+    assert post(client, body).status_code == 200
+    assert statuses(rotation) == {"prj_a": "waiting", "prj_b": "waiting"}
+    assert "not waited for" in WebhookEvent.objects.get().result
+
+
+def test_it_does_not_count_a_deployment_before_the_push(client, resource, rotation):
+    body = deployment_event(resource, "prj_a", PUSH - timedelta(minutes=1), "evt_old")
+    assert post(client, body).status_code == 200
+    assert statuses(rotation) == {"prj_a": "waiting", "prj_b": "waiting"}
+    assert "before the push" in WebhookEvent.objects.get().result
+
+
+def test_it_does_not_count_a_deployment_started_before_the_push(client, resource, rotation):
+    created = event(
+        "deployment.succeeded",
+        id="evt_created",
+        type="deployment.created",
+        createdAt=int((PUSH - timedelta(minutes=2)).timestamp() * 1000),
+        deployment={"id": "dpl_evt_late"},
+    )
+    assert post(client, created).status_code == 200
+    body = deployment_event(resource, "prj_a", PUSH + timedelta(minutes=3), "evt_late")
+    assert post(client, body).status_code == 200
+    assert statuses(rotation)["prj_a"] == "waiting"
+
+
+def test_it_does_not_count_a_deployment_for_another_installations_resource(
+    client, resource, rotation
+):
+    body = deployment_event(resource, "prj_a", PUSH + timedelta(hours=2), "evt_other")
+    body["payload"]["integrations"][0]["installationId"] = "icfg_someone_else"
+    assert post(client, body).status_code == 200
+    assert statuses(rotation)["prj_a"] == "waiting"
+
+
+def test_it_takes_deployments_in_any_order_and_finishes_when_all_redeployed(
+    client, resource, rotation
+):
+    later = deployment_event(resource, "prj_b", PUSH + timedelta(hours=5), "evt_b")
+    earlier = deployment_event(resource, "prj_a", PUSH + timedelta(hours=1), "evt_a")
+    ready = deployment_event(resource, "prj_a", PUSH + timedelta(hours=1), "evt_a2")
+    ready["type"] = "deployment.ready"
+
+    post(client, later)
+    rotation.refresh_from_db()
+    assert rotation.redeployed_at is None
+    post(client, earlier)
+    post(client, ready)
+
+    rotation.refresh_from_db()
+    assert statuses(rotation) == {"prj_a": "redeployed", "prj_b": "redeployed"}
+    assert rotation.redeployed_at is not None
+    assert AuditEvent.objects.filter(action=AuditAction.REDEPLOY_DONE).count() == 1
+
+
+def connection_event(kind: str, resource, project_id: str, at: datetime, event_id: str) -> dict:
+    return {
+        "id": event_id,
+        "type": f"integration-resource.project-{kind}",
+        "createdAt": int(at.timestamp() * 1000),
+        "payload": {
+            "project": {"id": project_id},
+            "resource": {"id": resource.vercel_id},
+            "configuration": {"id": resource.installation.vercel_id},
+        },
+    }
+
+
+def test_it_keeps_connected_projects_from_connection_events(client, resource):
+    at = PUSH - timedelta(days=1)
+    post(client, connection_event("connected", resource, "prj_new", at, "evt_c1"))
+
+    project = ConnectedProject.objects.get(resource=resource, project_id="prj_new")
+    assert project.source == ConnectedProject.Source.WEBHOOK
+    assert project.connected_at == at
+    assert project.disconnected_at is None
+
+    later = at + timedelta(hours=1)
+    post(client, connection_event("disconnected", resource, "prj_new", later, "evt_d1"))
+    project.refresh_from_db()
+    assert project.disconnected_at == later
+    assert AuditEvent.objects.filter(action=AuditAction.PROJECT_CONNECTED).count() == 1
+    assert AuditEvent.objects.filter(action=AuditAction.PROJECT_DISCONNECTED).count() == 1
+
+
+def test_it_parses_the_integrations_form_of_connection_events(client, resource):
+    body = deployment_event(resource, "prj_int", PUSH, "evt_int")
+    body["type"] = "integration-resource.project-connected"
+    post(client, body)
+    assert ConnectedProject.objects.filter(resource=resource, project_id="prj_int").exists()
+
+
+def test_it_ignores_a_stale_disconnect_delivered_after_a_newer_connect(client, resource):
+    at = PUSH - timedelta(days=1)
+    post(client, connection_event("connected", resource, "prj_x", at, "evt_1"))
+    post(client, connection_event("disconnected", resource, "prj_x", at + timedelta(hours=2), "e2"))
+    post(client, connection_event("connected", resource, "prj_x", at + timedelta(hours=4), "e3"))
+    # Delivered late: the first disconnect again, under a new id, older than the reconnect.
+    post(client, connection_event("disconnected", resource, "prj_x", at + timedelta(hours=2), "e4"))
+    # A connect older than the current connection changes nothing either.
+    post(client, connection_event("connected", resource, "prj_x", at, "evt_5"))
+
+    project = ConnectedProject.objects.get(resource=resource, project_id="prj_x")
+    assert project.disconnected_at is None
+    assert project.connected_at == at + timedelta(hours=4)
+
+
+def test_it_stops_waiting_for_a_project_that_disconnects(client, resource, rotation):
+    post(client, deployment_event(resource, "prj_a", PUSH + timedelta(hours=1), "evt_a"))
+    gone = PUSH + timedelta(hours=2)
+    post(client, connection_event("disconnected", resource, "prj_b", gone, "evt_d"))
+
+    rotation.refresh_from_db()
+    assert statuses(rotation) == {"prj_a": "redeployed", "prj_b": "disconnected"}
+    assert rotation.redeployed_at is not None
+
+
+def test_it_marks_the_installation_removed_and_stops_its_rotations(client, resource, rotation):
+    body = event("integration-configuration.removed", id="evt_rm")
+    body["payload"]["configuration"]["id"] = resource.installation.vercel_id
+
+    response = post(client, body)
+
+    assert response.status_code == 200
+    installation = Installation.objects.get(pk=resource.installation_id)
+    assert installation.status == Installation.Status.REMOVED
+    assert installation.removed_at is not None
+    rotation.refresh_from_db()
+    assert rotation.state == Rotation.State.CANCELLED
+    assert "removed" in rotation.last_error
+    assert not rotation.reminders.filter(status="scheduled").exists()
+    stopped = AuditEvent.objects.get(action=AuditAction.ROTATION_STOPPED)
+    assert stopped.actor_type == AuditEvent.ActorType.VERCEL
+    assert stopped.rotation_ref == rotation.pk
+    assert AuditEvent.objects.filter(action=AuditAction.INSTALLATION_REMOVED).count() == 1
+
+
+def test_it_ignores_the_removal_of_an_installation_that_is_not_ours(client, resource):
+    response = post(client, event("integration-configuration.removed"))
+    assert response.status_code == 200
+    assert Installation.objects.get().status == Installation.Status.ACTIVE
