@@ -1,0 +1,471 @@
+"""The local Vercel stand-in, spoken to with plain HTTP as Vercel's API would be."""
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings as django_settings
+
+from rotation import vercel
+from rotation.fake_vercel import FakeVercel, mask, schema_problems
+from tests.conftest import make_installation
+
+INSTALLATION = "icfg_fake1"
+TOKEN = "vci_fake_token_0123456789"
+RESOURCE = "res_fake1"
+PRODUCT = "neon"
+VALUE = "postgres://user:very-secret-password-77@db/app"
+SECRETS_PATH = f"/v1/installations/{INSTALLATION}/resources/{RESOURCE}/secrets"
+DEPRECATED_PATH = (
+    f"/v1/installations/{INSTALLATION}/products/{PRODUCT}/resources/{RESOURCE}/secrets"
+)
+EVENTS_PATH = f"/v1/installations/{INSTALLATION}/events"
+BODY = {"secrets": [{"name": "DATABASE_URL", "value": VALUE}]}
+
+
+@pytest.fixture
+def fake(fake_vercel):
+    fake_vercel.add_installation(INSTALLATION, TOKEN, {RESOURCE: PRODUCT})
+    return fake_vercel
+
+
+@pytest.fixture
+def http():
+    with requests.Session() as session:
+        yield session
+
+
+def call(http, fake, path=SECRETS_PATH, body=BODY, *, method="PUT", token=TOKEN, **kwargs):
+    headers = kwargs.pop("headers", {})
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    if body is not None and "data" not in kwargs:
+        kwargs["json"] = body
+    return http.request(method, fake.url + path, headers=headers, timeout=(1, 2), **kwargs)
+
+
+def error_of(response) -> dict:
+    return response.json()["error"]
+
+
+# -- answers --------------------------------------------------------------------------------
+
+
+def test_it_answers_201_with_an_empty_body_on_both_endpoints_and_events(fake, http):
+    for path, body, method in (
+        (SECRETS_PATH, BODY, "PUT"),
+        (DEPRECATED_PATH, BODY, "PUT"),
+        (EVENTS_PATH, {"event": {"type": "resource.updated", "resourceId": RESOURCE}}, "POST"),
+        (EVENTS_PATH, {"event": {"type": "installation.updated", "billingPlanId": "p1"}}, "POST"),
+    ):
+        response = call(http, fake, path, body, method=method)
+
+        assert response.status_code == 201, response.text
+        assert response.content == b""
+    assert [event["type"] for event in fake.events] == ["resource.updated", "installation.updated"]
+
+
+def test_it_answers_401_without_a_bearer_token(fake, http):
+    for headers in ({}, {"Authorization": f"Basic {TOKEN}"}, {"Authorization": "Bearer "}):
+        response = call(http, fake, token=None, headers=headers)
+
+        assert response.status_code == 401
+        assert error_of(response)["code"] == "unauthorized"
+    assert fake.secrets_of(INSTALLATION, RESOURCE) == []
+
+
+def test_it_answers_403_for_another_installations_token(fake, http):
+    fake.add_installation("icfg_other", "vci_other_token_999", {"res_x": "redis"})
+
+    response = call(http, fake, token="vci_other_token_999")
+
+    assert response.status_code == 403
+    assert error_of(response) == {"code": "forbidden", "message": "Not authorized"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/v1/installations/icfg_unknown/resources/{RESOURCE}/secrets",
+        f"/v1/installations/{INSTALLATION}/resources/res_unknown/secrets",
+        f"/v1/installations/{INSTALLATION}/products/other/resources/{RESOURCE}/secrets",
+        f"/v1/installations/{INSTALLATION}/products/{PRODUCT}/resources/res_unknown/secrets",
+        "/v2/nothing/here",
+    ],
+)
+def test_it_answers_404_for_unknown_installations_resources_products_and_paths(fake, http, path):
+    response = call(http, fake, path)
+
+    assert response.status_code == 404
+    assert error_of(response)["code"] == "not_found"
+
+
+def test_it_answers_404_for_an_event_about_an_unknown_resource(fake, http):
+    body = {"event": {"type": "resource.updated", "resourceId": "res_unknown"}}
+
+    assert call(http, fake, EVENTS_PATH, body, method="POST").status_code == 404
+
+
+def test_it_answers_405_for_the_wrong_method(fake, http):
+    assert call(http, fake, method="POST").status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("body", "complaint"),
+    [
+        ({"secrets": [{"name": "A", "value": VALUE}], "replace": True}, "additional property"),
+        ({"secrets": [{"name": "A", "value": VALUE, "target": "x"}]}, "additional property"),
+        (
+            {"secrets": [{"name": "A", "value": VALUE, "environmentOverrides": {"staging": "x"}}]},
+            "additional property `staging`",
+        ),
+        ({"secrets": [{"name": "A", "value": 42}]}, "`body.secrets[0].value` should be string"),
+        ({"secrets": [{"name": "A", "value": VALUE}], "partial": "yes"}, "should be boolean"),
+        ({"secrets": [{"name": "A"}]}, "required property `value`"),
+        ({"partial": True}, "required property `secrets`"),
+        ({"secrets": {"name": "A", "value": VALUE}}, "should be array"),
+        ([BODY], "`body` should be object"),
+        ({"secrets": [{"name": "9A", "value": VALUE}]}, "not a valid environment variable name"),
+        (
+            {"secrets": [{"name": "A", "value": VALUE}, {"name": "A", "value": VALUE}]},
+            "duplicate",
+        ),
+    ],
+)
+def test_it_answers_400_with_vercels_error_body_for_a_body_off_schema(fake, http, body, complaint):
+    response = call(http, fake, body=body)
+
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "bad_request"
+    assert complaint in error["message"]
+    assert VALUE not in response.text
+    assert fake.secrets_of(INSTALLATION, RESOURCE) == []
+
+
+def test_it_answers_400_for_a_body_that_is_not_json(fake, http):
+    response = call(
+        http, fake, body=None, data=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+
+    response = call(http, fake, body=None, data=b"secrets=x")
+    assert response.status_code == 400
+
+
+def test_it_answers_400_for_a_malformed_event(fake, http):
+    for event in (
+        {"type": "resource.deleted", "resourceId": RESOURCE},
+        {"type": "resource.updated"},
+        {"type": "resource.updated", "resourceId": RESOURCE, "billingPlanId": "x"},
+    ):
+        response = call(http, fake, EVENTS_PATH, {"event": event}, method="POST")
+
+        assert response.status_code == 400, event
+
+
+def test_it_replaces_all_secrets_unless_partial(fake, http):
+    call(http, fake, body={"secrets": [{"name": "A", "value": "1"}, {"name": "B", "value": "1"}]})
+    call(http, fake, body={"secrets": [{"name": "B", "value": "2"}], "partial": True})
+    assert fake.secrets_of(INSTALLATION, RESOURCE) == [
+        {"name": "A", "value": "1"},
+        {"name": "B", "value": "2"},
+    ]
+
+    call(http, fake, body={"secrets": [{"name": "C", "value": "3"}], "partial": False})
+
+    assert fake.secrets_of(INSTALLATION, RESOURCE) == [{"name": "C", "value": "3"}]
+
+
+def test_it_keys_secrets_by_prefixed_name(fake, http):
+    call(http, fake, body={"secrets": [{"name": "URL", "value": "1", "prefix": "PG_"}]})
+    call(http, fake, body={"secrets": [{"name": "URL", "value": "2"}], "partial": True})
+
+    assert [s["value"] for s in fake.secrets_of(INSTALLATION, RESOURCE)] == ["1", "2"]
+
+
+# -- fault injection ------------------------------------------------------------------------
+
+
+def test_it_rate_limits_with_retry_after_and_the_limit_body(fake, http):
+    fake.rate = 0.01
+
+    first = call(http, fake)
+    second = call(http, fake)
+
+    assert first.status_code == 201
+    assert second.status_code == 429
+    assert int(second.headers["Retry-After"]) >= 1
+    error = error_of(second)
+    assert error["code"] == "rate_limited"
+    assert set(error["limit"]) == {"total", "remaining", "reset", "resetMs"}
+    assert error["limit"]["remaining"] == 0
+    assert error["limit"]["resetMs"] // 1000 <= error["limit"]["reset"]
+    assert fake.stats["rate_limited"] == 1
+
+
+def test_it_lifts_the_rate_limit_when_the_knob_is_cleared(fake, http):
+    fake.rate = 0.01
+    call(http, fake)
+    assert call(http, fake).status_code == 429
+
+    fake.rate = None
+
+    assert call(http, fake).status_code == 201
+
+
+def test_it_fails_with_5xx_error_bodies_at_the_fail_rate(fake, http):
+    fake.fail_rate = 1.0
+
+    response = call(http, fake)
+
+    assert 500 <= response.status_code < 600
+    assert set(error_of(response)) == {"code", "message"}
+    fake.fail_rate = 0.0
+    assert call(http, fake).status_code == 201
+
+
+def test_it_draws_the_same_faults_for_the_same_seed(http):
+    def statuses(seed):
+        with FakeVercel(seed=seed, fail_rate=0.5) as fake:
+            fake.add_installation(INSTALLATION, TOKEN, {RESOURCE: PRODUCT})
+            return [call(http, fake).status_code for _ in range(20)]
+
+    first = statuses(7)
+
+    assert first == statuses(7)
+    assert {201} < set(first)
+
+
+def test_it_drops_the_connection_at_the_drop_rate(fake, http):
+    fake.drop_rate = 1.0
+
+    with pytest.raises(requests.ConnectionError):
+        call(http, fake)
+
+    assert fake.stats["dropped"] == 1
+    assert fake.secrets_of(INSTALLATION, RESOURCE) == []
+
+
+def test_it_hangs_longer_than_the_client_waits(fake, http):
+    fake.hang_rate = 1.0
+    fake.hang_seconds = 10
+
+    with pytest.raises(requests.ReadTimeout):
+        http.put(
+            fake.url + SECRETS_PATH,
+            json=BODY,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=(1, 0.3),
+        )
+
+    assert fake.stats["hung"] == 1
+
+
+def test_it_answers_after_the_configured_latency(fake, http):
+    fake.latency_ms = 20
+
+    assert call(http, fake).status_code == 201
+
+
+def test_it_plays_scripted_answers_first(fake, http):
+    fake.respond_next(409, {"error": {"code": "conflict", "message": "busy"}}, times=2)
+
+    assert [call(http, fake).status_code for _ in range(3)] == [409, 409, 201]
+
+
+def test_it_counts_requests_per_status_and_resets(fake, http):
+    call(http, fake)
+    call(http, fake, token="vci_wrong_token_x")
+    call(http, fake, token=None)
+
+    assert fake.stats == {
+        "total": 3,
+        "by_status": {201: 1, 403: 1, 401: 1},
+        "dropped": 0,
+        "hung": 0,
+        "rate_limited": 0,
+    }
+    fake.reset_stats()
+    assert fake.stats["total"] == 0
+    assert fake.requests == []
+
+
+def test_it_serves_many_clients_at_once(fake):
+    errors = []
+
+    def worker(index):
+        with requests.Session() as session:
+            for step in range(25):
+                body = {"secrets": [{"name": f"W{index}_{step}", "value": "v"}], "partial": True}
+                response = call(session, fake, body=body)
+                if response.status_code != 201:
+                    errors.append(response.status_code)
+
+    threads = [threading.Thread(target=worker, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert fake.stats["by_status"] == {201: 200}
+    assert len(fake.secrets_of(INSTALLATION, RESOURCE)) == 200
+
+
+# -- the page at / ----------------------------------------------------------------------------
+
+
+def test_it_shows_secrets_masked_but_for_the_last_4_characters(fake, http):
+    body = {
+        "secrets": [
+            {"name": "DATABASE_URL", "value": VALUE, "environmentOverrides": {"preview": VALUE}},
+            {"name": "SHORT", "value": "abc123"},
+        ]
+    }
+    call(http, fake, body=body)
+
+    page = http.get(fake.url + "/", timeout=2)
+
+    assert page.status_code == 200
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "DATABASE_URL" in page.text
+    assert "<td>••••••••/app</td>" in page.text
+    assert "@db/app" not in page.text
+    assert VALUE not in page.text
+    assert "abc123" not in page.text
+    assert "preview: ••••••••/app" in page.text
+
+
+def test_it_masks_short_values_whole():
+    assert mask("0123456789ab") == "••••••••89ab"
+    assert mask("short") == "••••••••"
+    assert mask("") == "••••••••"
+
+
+# -- learning installations -------------------------------------------------------------------
+
+
+def test_it_learns_installations_from_the_import_format(http):
+    data = {
+        "installations": [
+            {
+                "id": "icfg_cfg",
+                "name": "Team",
+                "access_token": "vci_cfg_token_1",
+                "endpoint": "deprecated",
+                "resources": [{"id": "res_cfg", "product": "pg", "name": "db", "secrets": []}],
+            }
+        ]
+    }
+    with FakeVercel() as fake:
+        fake.load_config(data)
+        path = "/v1/installations/icfg_cfg/products/pg/resources/res_cfg/secrets"
+
+        response = call(http, fake, path, token="vci_cfg_token_1")
+
+    assert response.status_code == 201
+
+
+def test_it_refuses_a_config_without_tokens():
+    with pytest.raises(ValueError, match=r"installations\[0\]"):
+        FakeVercel().load_config({"installations": [{"id": "icfg_x", "resources": []}]})
+
+
+def test_it_learns_installations_and_tokens_from_the_database(db, http, fake_vercel):
+    installation = make_installation("icfg_db1", token="vci_db_token_1", resources=2)
+
+    assert fake_vercel.load_from_database() == 1
+
+    path = "/v1/installations/icfg_db1/products/postgres/resources/icfg_db1_res1/secrets"
+    assert call(http, fake_vercel, path, token="vci_db_token_1").status_code == 201
+    assert installation.resources.count() == 2
+
+
+def test_it_looks_in_the_database_again_for_an_unknown_installation(transactional_db, http):
+    with FakeVercel(reload_from_database=True) as fake:
+        fake.load_from_database()
+        make_installation("icfg_late", token="vci_late_token_1")
+        path = "/v1/installations/icfg_late/resources/icfg_late_res0/secrets"
+
+        response = call(http, fake, path, token="vci_late_token_1")
+
+    assert response.status_code == 201, response.text
+
+
+def test_it_looks_in_the_database_again_after_a_token_change(transactional_db, http):
+    installation = make_installation("icfg_turn", token="vci_first_token")
+    with FakeVercel(reload_from_database=True) as fake:
+        fake.load_from_database()
+        installation.set_access_token("vci_second_token")
+        installation.save()
+        path = "/v1/installations/icfg_turn/resources/icfg_turn_res0/secrets"
+
+        response = call(http, fake, path, token="vci_second_token")
+
+    assert response.status_code == 201, response.text
+
+
+# -- the schema interpreter and the command ----------------------------------------------------
+
+
+def test_it_checks_schemas_strictly_without_quoting_values():
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "object", "properties": {"b": {"type": "string"}}}},
+    }
+
+    assert schema_problems(schema, {"a": {"b": "x"}}) == []
+    assert schema_problems(schema, {"a": {"c": "secret-ish"}}) == [
+        "`body.a` should NOT have additional property `c`"
+    ]
+    assert "secret-ish" not in " ".join(schema_problems(schema, {"a": {"b": ["secret-ish"]}}))
+
+
+def test_it_runs_as_a_management_command_for_both_endpoints(tmp_path, settings):
+    config = tmp_path / "installations.json"
+    config.write_text(
+        json.dumps(
+            {
+                "installations": [
+                    {
+                        "id": "icfg_cmd",
+                        "access_token": "vci_cmd_token_1",
+                        "resources": [{"id": "res_cmd", "product": "pg", "name": "db"}],
+                    }
+                ]
+            }
+        )
+    )
+    manage = Path(django_settings.BASE_DIR) / "manage.py"
+    process = subprocess.Popen(
+        [sys.executable, str(manage), "fake_vercel", "--port", "0", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("Fake Vercel at http://127.0.0.1:"), line
+        settings.VERCEL_API_URL = line.split()[3].rstrip(",")
+        secrets = [{"name": "DATABASE_URL", "value": VALUE}]
+        for endpoint in ("current", "deprecated"):
+            vercel.update_resource_secrets(
+                installation_id="icfg_cmd",
+                resource_id="res_cmd",
+                token="vci_cmd_token_1",
+                secrets=secrets,
+                endpoint=endpoint,
+                product="pg",
+            )
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert stderr.count("-> 201") == 2
+    assert VALUE not in stderr
+    assert "vci_cmd_token_1" not in stderr
