@@ -25,8 +25,9 @@ from rotation.contract import ENVIRONMENTS, is_valid_env_name
 
 logger = logging.getLogger(__name__)
 
+# Kept equal to pyproject.toml's version (a test checks it).
 VERSION = "0.1.0"
-USER_AGENT = f"partnerportal/{VERSION} (+https://vercel.com/docs/integrations)"
+USER_AGENT = f"partnerportal/{VERSION}"
 ENDPOINTS = ("current", "deprecated")
 SECRET_KEYS = frozenset({"name", "value", "prefix", "environmentOverrides"})
 # Waits Vercel asks for are clamped: tiny or negative values have been seen, and a huge one
@@ -146,13 +147,14 @@ def validate_secrets(secrets: list[dict]) -> None:
                 f"{where}.name must be an environment variable name "
                 "(letters, digits and underscore, not starting with a digit)"
             )
-        prefix = secret.get("prefix", "")
+        prefix = secret.get("prefix") or ""
         if not isinstance(prefix, str) or (prefix and not is_valid_env_name(prefix)):
             raise _refuse(f"{where}.prefix must be empty or a valid name prefix")
         value = secret.get("value")
         if not isinstance(value, str) or not value:
             raise _refuse(f"{where}.value must be a non-empty string")
-        overrides = secret.get("environmentOverrides", {})
+        overrides = secret.get("environmentOverrides")
+        overrides = {} if overrides is None else overrides
         if not isinstance(overrides, dict):
             raise _refuse(f"{where}.environmentOverrides must be an object")
         for env_name, env_value in overrides.items():

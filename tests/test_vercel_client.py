@@ -4,12 +4,14 @@ import json
 import logging
 import pickle
 import socket
+import tomllib
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
 import jsonschema
 import pytest
+from django.conf import settings as django_settings
 
 from rotation import vercel
 from rotation.vercel import VercelError
@@ -87,6 +89,18 @@ def test_it_sends_the_bearer_token_user_agent_and_json_content_type(fake):
     assert request.headers["Authorization"] == f"Bearer {TOKEN}"
     assert request.headers["User-Agent"].startswith(f"partnerportal/{vercel.VERSION}")
     assert request.headers["Content-Type"] == "application/json"
+
+
+def test_it_names_the_projects_version_in_the_user_agent():
+    pyproject = tomllib.loads((Path(django_settings.BASE_DIR) / "pyproject.toml").read_text())
+
+    assert f"partnerportal/{pyproject['project']['version']}" == vercel.USER_AGENT
+
+
+def test_it_treats_none_prefix_and_overrides_as_absent(fake):
+    push(secrets=[{"name": "A", "value": "a-value", "prefix": None, "environmentOverrides": None}])
+
+    assert fake.requests[0].body == {"secrets": [{"name": "A", "value": "a-value"}]}
 
 
 def test_it_quotes_ids_in_the_path(fake):
