@@ -70,6 +70,11 @@ def _reminder_message(reminder: Reminder) -> tuple[str, str]:
         )
     else:
         late = reminder.step == "overdue"
+        at_deadline = (
+            "will be expired (ROTATION_EXPIRE_ON_DEADLINE)"
+            if settings.ROTATION_EXPIRE_ON_DEADLINE
+            else "stay valid and the rotation is escalated"
+        )
         subject = (
             f"{'Overdue' if late else 'Deadline near'}: rotation #{rotation.pk} of "
             f"{resource.name} waits for redeploys"
@@ -78,6 +83,7 @@ def _reminder_message(reminder: Reminder) -> tuple[str, str]:
             f"{what_changed}\n\nInstallation: {installation} <{installation.contact_email}>\n"
             f"Redeploy deadline: {deadline}{' (passed)' if late else ''}\n"
             f"Projects not yet redeployed:\n{projects}\n\n"
+            f"At the deadline the old credentials {at_deadline}.\n"
             "Contact the customer, then record a confirmed redeploy or roll back in the admin.\n"
         )
     return subject, body

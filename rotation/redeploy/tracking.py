@@ -86,11 +86,15 @@ def rotation_redeploy_begin(*, rotation: Rotation) -> None:
                 due_at=max(escalate_at, pushed_at),
             )
         )
-        reminders.append(
-            Reminder(
-                rotation=rotation, step="overdue", kind=Reminder.Kind.ESCALATION, due_at=deadline
+        if not settings.ROTATION_EXPIRE_ON_DEADLINE:  # otherwise expiry, not a warning, is due
+            reminders.append(
+                Reminder(
+                    rotation=rotation,
+                    step="overdue",
+                    kind=Reminder.Kind.ESCALATION,
+                    due_at=deadline,
+                )
             )
-        )
     Reminder.objects.bulk_create(reminders, ignore_conflicts=True)
     audit_record(
         action=AuditAction.REDEPLOY_STARTED,
