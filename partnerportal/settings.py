@@ -158,15 +158,26 @@ ROTATION_REMINDER_MAX_ATTEMPTS = env.int("ROTATION_REMINDER_MAX_ATTEMPTS", defau
 # Deployment targets that count as a redeploy; empty means any target.
 ROTATION_REDEPLOY_TARGETS = env.list("ROTATION_REDEPLOY_TARGETS", default=[])
 
+# Rotate and push (rotation/services.py): bounded push attempts; waits up to
+# ROTATION_PUSH_INLINE_WAIT_MAX seconds happen in the worker, longer ones via the sweeper.
+ROTATION_PUSH_MAX_ATTEMPTS = env.int("ROTATION_PUSH_MAX_ATTEMPTS", default=8)
+ROTATION_PUSH_INLINE_WAIT_MAX = env.float("ROTATION_PUSH_INLINE_WAIT_MAX", default=10.0)
+ROTATION_PUSH_BACKOFF_BASE = env.float("ROTATION_PUSH_BACKOFF_BASE", default=0.5)
+
 # django-q2: ORM broker by default; REDIS_URL switches to Redis.
 REDIS_URL = env.str("REDIS_URL", default="")
 Q_CLUSTER = {
     "name": env.str("Q_CLUSTER_NAME", default="partnerportal"),
     "workers": env.int("Q_WORKERS", default=2),
-    # A task may take `timeout` seconds; `retry` must exceed timeout plus queue wait or a
-    # slow task is handed out a second time while the first still runs.
+    # `retry` must exceed the longest time between a worker taking a task from the broker and
+    # acknowledging it, or the broker hands the task out again while the first copy still runs.
+    # That time is queue wait inside the cluster plus run time. `queue_limit` = workers caps
+    # the prefetched tasks, so a fetched task waits at most one `timeout` for a free worker,
+    # then runs at most one `timeout` (a chunk task stops starting pushes after timeout / 2,
+    # see rotation.services.chunk_budget). Hence retry (660) > 2 x timeout (600) + a margin.
     "timeout": env.int("Q_TIMEOUT", default=300),
     "retry": env.int("Q_RETRY", default=660),
+    "queue_limit": env.int("Q_QUEUE_LIMIT", default=env.int("Q_WORKERS", default=2)),
     "max_attempts": env.int("Q_MAX_ATTEMPTS", default=3),
     "ack_failures": True,
     "save_limit": env.int("Q_SAVE_LIMIT", default=1000),
