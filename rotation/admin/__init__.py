@@ -1,3 +1,4 @@
 """Admin registrations, one module per area."""
 
-from rotation.admin import installations  # noqa: F401
+import rotation.admin.audit  # noqa: F401
+from rotation.admin import installations, rotations  # noqa: F401

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from rotation.admin.rotations import RotateActionMixin
 from rotation.audit import AuditAction, audit_record
 from rotation.models import ConnectedProject, Installation, Resource
 
@@ -111,7 +112,7 @@ class ConnectedProjectInline(admin.TabularInline):
 
 
 @admin.register(Resource)
-class ResourceAdmin(admin.ModelAdmin):
+class ResourceAdmin(RotateActionMixin, admin.ModelAdmin):
     list_display = ["vercel_id", "name", "product", "installation_link", "status", "updated_at"]
     list_filter = ["status", "product", "installation__endpoint", "installation"]
     list_select_related = ["installation"]
