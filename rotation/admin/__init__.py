@@ -1,4 +1,3 @@
 """Admin registrations, one module per area."""
 
-import rotation.admin.audit  # noqa: F401
 from rotation.admin import installations, rotations  # noqa: F401
