@@ -19,6 +19,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_pg)
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, request):
+    """Browser tests share the test database with a qcluster process: on SQLite, use a file."""
+    from django.conf import settings
+
+    default = settings.DATABASES["default"]
+    wanted = any(item.get_closest_marker("browser") for item in request.session.items)
+    if wanted and default["ENGINE"].endswith("sqlite3") and not default.get("TEST", {}).get("NAME"):
+        path = request.getfixturevalue("tmp_path_factory").mktemp("db") / "test.sqlite3"
+        default.setdefault("TEST", {})["NAME"] = str(path)
+
+
 def raw_database_bytes(tables: list[str] | None = None) -> bytes:
     """Every cell of every table (or of `tables`), read with SQL rather than the ORM."""
     chunks = []
