@@ -1,13 +1,14 @@
 """URL routes: the admin is the product."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from rotation.webhooks import vercel_webhook
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
+    path("admin/redeploy/", include("rotation.admin.redeploy")),
     path("admin/", admin.site.urls),
     path("webhooks/vercel/", vercel_webhook, name="vercel-webhook"),
 ]

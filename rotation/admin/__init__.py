@@ -1,3 +1,3 @@
 """Admin registrations, one module per area."""
 
-from rotation.admin import installations, rotations  # noqa: F401
+from rotation.admin import installations, redeploy, rotations  # noqa: F401

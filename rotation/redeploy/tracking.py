@@ -21,6 +21,7 @@ from rotation.models import (
     Rotation,
     WebhookEvent,
 )
+from rotation.services import RotationRefused
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -34,7 +35,7 @@ SYSTEM = AuditEvent.ActorType.SYSTEM
 ERROR_LIMIT = 500
 
 
-class RedeployRefused(Exception):
+class RedeployRefused(RotationRefused):
     """A redeploy action was refused; the message is safe to show to staff."""
 
 

@@ -1,0 +1,25 @@
+"""The redeploy panel on the rotation page: projects waited for, reminders, actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+
+from rotation.redeploy import WAITING_STATES
+
+register = template.Library()
+
+
+@register.inclusion_tag("admin/rotation/redeploy/panel.html", takes_context=True)
+def redeploy_panel(context: dict[str, Any], rotation: Any) -> dict[str, Any]:
+    """Per-project redeploy status and the confirm / roll back buttons the user may use."""
+    user = context["request"].user
+    return {
+        "rotation": rotation,
+        "checks": list(rotation.redeploy_checks.all()),
+        "reminders": list(rotation.reminders.all()),
+        "waiting": rotation.state in WAITING_STATES,
+        "can_confirm": user.has_perm("rotation.confirm_redeploy"),
+        "can_rollback": user.has_perm("rotation.rollback_rotation"),
+    }
