@@ -362,3 +362,41 @@ def test_it_lists_rotations_without_a_query_per_row(
     with django_assert_max_num_queries(15):
         response = client.get(reverse("admin:rotation_rotationbatch_changelist"))
     assert response.status_code == 200
+
+
+def test_it_shows_no_secret_value_on_any_admin_page_after_a_push(client, root, fake_vercel):
+    from rotation.tasks import rotations_process
+
+    installation = make_installation("icfg_push", resources=2, token="vci_push_token")
+    resources = list(installation.resources.order_by("pk"))
+    fake_vercel.add_installation(
+        installation.vercel_id, "vci_push_token", {r.vercel_id: r.product for r in resources}
+    )
+    batch = request_batch(client, root, resources)
+    rotations = list(batch.rotations.order_by("pk"))
+    assert rotations_process([r.pk for r in rotations]) == 2
+    values = []
+    for resource in resources:
+        for secret in fake_vercel.secrets_of(installation.vercel_id, resource.vercel_id):
+            values += [secret["value"], *(secret.get("environmentOverrides") or {}).values()]
+    assert len(values) >= 4
+    pages = [
+        "/admin/",
+        CHANGELIST,
+        reverse("admin:rotation_installation_changelist"),
+        reverse("admin:rotation_installation_change", args=[installation.pk]),
+        reverse("admin:rotation_rotation_changelist"),
+        reverse("admin:rotation_rotationbatch_changelist"),
+        reverse("admin:rotation_rotationbatch_change", args=[batch.pk]),
+        reverse("admin:rotation_batch_progress", args=[batch.pk]),
+        reverse("admin:rotation_auditevent_changelist"),
+        *[reverse("admin:rotation_resource_change", args=[r.pk]) for r in resources],
+        *[reverse("admin:rotation_rotation_change", args=[r.pk]) for r in rotations],
+    ]
+    for url in pages:
+        response = client.get(url)
+        assert response.status_code == 200, url
+        leaked = [value for value in values if value in response.content.decode()]
+        assert not leaked, url
+    confirmation = client.post(CHANGELIST, action_post([r.pk for r in resources]))
+    assert not [value for value in values if value in confirmation.content.decode()]
