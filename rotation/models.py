@@ -329,6 +329,19 @@ def audit_action_choices() -> list[tuple[str, str]]:
     return AuditAction.choices
 
 
+class AuditEventImmutable(Exception):
+    """An audit event was about to be changed or deleted; the trail is append-only."""
+
+
+class AuditEventQuerySet(models.QuerySet):
+    """Refuses every bulk write except inserts made by `rotation.audit.audit_record`."""
+
+    def _refuse(self, *args, **kwargs):
+        raise AuditEventImmutable("audit events are append-only: no update or delete")
+
+    update = delete = bulk_update = bulk_create = _update = _raw_delete = _refuse
+
+
 class AuditEvent(models.Model):
     """Append-only, hash-chained record of what happened; never holds a secret value."""
 
@@ -360,8 +373,11 @@ class AuditEvent(models.Model):
     user_agent = models.CharField(max_length=512, blank=True)
     request_id = models.CharField(max_length=64, blank=True)
     details = models.JSONField(default=dict, blank=True)
-    prev_hash = models.CharField(max_length=64)
+    # Unique: two events can never claim the same predecessor, so the chain cannot fork.
+    prev_hash = models.CharField(max_length=64, unique=True)
     hash = models.CharField(max_length=64, unique=True)
+
+    objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]
@@ -376,6 +392,18 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.action} {self.outcome}"
+
+    def save(self, *args, **kwargs) -> None:
+        """Insert once, through `audit_record`; an existing event is never rewritten."""
+        if not self._state.adding:
+            raise AuditEventImmutable(f"audit event #{self.pk} is append-only")
+        if not self.hash:
+            raise AuditEventImmutable("write audit events with rotation.audit.audit_record")
+        kwargs["force_insert"] = True
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AuditEventImmutable(f"audit event #{self.pk} is append-only")
 
 
 class RedeployCheck(models.Model):
