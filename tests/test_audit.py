@@ -68,3 +68,234 @@ def test_it_rolls_back_the_event_with_the_change(db):
         raise RuntimeError("the change fails after its audit event was written")
     assert not Installation.objects.filter(vercel_id="icfg_rolled").exists()
     assert not AuditEvent.objects.exists()
+
+
+def fail_audit_inserts():
+    """A real database failure on every audit insert (as if the table were unwritable)."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "CREATE FUNCTION test_audit_down() RETURNS trigger AS $$ BEGIN "
+                "RAISE EXCEPTION 'audit store unavailable'; END $$ LANGUAGE plpgsql"
+            )
+            cursor.execute(
+                "CREATE TRIGGER test_audit_down BEFORE INSERT ON rotation_auditevent "
+                "FOR EACH ROW EXECUTE FUNCTION test_audit_down()"
+            )
+        else:
+            cursor.execute(
+                "CREATE TRIGGER test_audit_down BEFORE INSERT ON rotation_auditevent "
+                "BEGIN SELECT RAISE(ABORT, 'audit store unavailable'); END"
+            )
+
+
+def import_document(token="vci_known_token_7f3a9c", vercel_id="icfg_imp"):
+    return {
+        "installations": [
+            {
+                "id": vercel_id,
+                "name": "Imported",
+                "access_token": token,
+                "resources": [
+                    {
+                        "id": f"{vercel_id}_r1",
+                        "product": "postgres",
+                        "name": "db",
+                        "secrets": [{"name": "DATABASE_URL"}],
+                    }
+                ],
+            }
+        ]
+    }
+
+
+def test_it_aborts_the_change_when_the_audit_write_fails(alice):
+    from rotation.importer import installations_import
+
+    fail_audit_inserts()
+    with pytest.raises(DatabaseError, match="audit store unavailable"):
+        installations_import(data=import_document(), actor=alice)
+    assert not Installation.objects.filter(vercel_id="icfg_imp").exists()
+
+
+def test_it_refuses_unknown_actions_and_secret_looking_details(db):
+    with pytest.raises(ValueError, match="unknown audit action"):
+        audit_record(action="rotation.typo")
+    with pytest.raises(ValueError, match="fingerprint"), transaction.atomic():
+        Installation.objects.create(vercel_id="icfg_leak")
+        audit_record(action=AuditAction.INSTALLATION_CHANGED, details={"token": "vci_plain"})
+    assert not Installation.objects.filter(vercel_id="icfg_leak").exists()
+    event = audit_record(
+        action=AuditAction.INSTALLATION_CHANGED, details={"token": fingerprint("vci_plain")}
+    )
+    assert event.details["token"].startswith("hmac-sha256:")
+
+
+def test_it_refuses_to_change_or_delete_events_through_the_orm(root):
+    event = audit_record(action=AuditAction.INSTALLATION_CHANGED, actor=root, reason="kept")
+    event.reason = "rewritten"
+    with pytest.raises(AuditEventImmutable):
+        event.save()
+    with pytest.raises(AuditEventImmutable):
+        event.delete()
+    with pytest.raises(AuditEventImmutable):
+        AuditEvent.objects.filter(pk=event.pk).update(reason="rewritten")
+    with pytest.raises(AuditEventImmutable):
+        AuditEvent.objects.all().delete()
+    with pytest.raises(AuditEventImmutable):
+        AuditEvent.objects.create(action=AuditAction.INSTALLATION_CHANGED, actor_type="system")
+    assert AuditEvent.objects.get(pk=event.pk).reason == "kept"
+
+
+@pytest.mark.postgres
+def test_it_rejects_direct_sql_update_and_delete_on_postgresql(db):
+    event = audit_record(action=AuditAction.INSTALLATION_CHANGED, reason="kept")
+    for sql in (
+        "UPDATE rotation_auditevent SET reason = 'rewritten' WHERE id = %s",
+        "DELETE FROM rotation_auditevent WHERE id = %s",
+    ):
+        with (
+            pytest.raises(DatabaseError, match="append-only"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(sql, [event.pk])
+    assert AuditEvent.objects.get(pk=event.pk).reason == "kept"
+
+
+def test_it_never_stores_a_secret_value(client, root):
+    from rotation.importer import installations_import
+
+    token, new_token = "vci_known_token_7f3a9c", "vci_replaced_token_c0ffee"
+    installations_import(data=import_document(token), actor=root, source="test.json")
+    installation = Installation.objects.get(vercel_id="icfg_imp")
+    client.force_login(root)
+    response = client.post(
+        f"/admin/rotation/installation/{installation.pk}/change/",
+        {
+            "vercel_id": "icfg_imp",
+            "name": "Imported",
+            "team_id": "",
+            "contact_email": "",
+            "endpoint": "current",
+            "status": "active",
+            "new_access_token": new_token,
+        },
+    )
+    assert response.status_code == 302
+    client.logout()
+    client.post("/admin/login/", {"username": "root", "password": "hunter2-wrong-password"})
+    client.post("/admin/login/", {"username": new_token, "password": "x"})
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM rotation_auditevent")
+        rows = cursor.fetchall()
+    assert len(rows) >= 5
+    raw = repr(rows)
+    for secret in (token, new_token, "hunter2-wrong-password"):
+        assert secret not in raw
+    assert fingerprint(new_token) in raw
+
+
+def test_it_audits_sign_in_sign_out_and_failed_sign_in(client, carol):
+    client.post("/admin/login/", {"username": "carol", "password": "wrong"})
+    client.post(
+        "/admin/login/",
+        {"username": "carol", "password": "correct horse battery staple"},
+        HTTP_USER_AGENT="pytest-browser",
+        REMOTE_ADDR="192.0.2.7",
+    )
+    client.post("/admin/logout/")
+    failed, login, logout = AuditEvent.objects.order_by("id")
+    assert (failed.action, failed.outcome, failed.actor_type) == (
+        "auth.login_failed",
+        "failure",
+        "anonymous",
+    )
+    assert failed.actor_username == "carol" and failed.details["username_known"] is True
+    assert (login.action, login.actor_user_id, login.actor_username) == (
+        "auth.login",
+        carol.pk,
+        "carol",
+    )
+    assert (login.source_ip, login.user_agent) == ("192.0.2.7", "pytest-browser")
+    assert (logout.action, logout.actor_username) == ("auth.logout", "carol")
+    assert audit_log_verify().intact
+
+
+def test_it_keeps_the_chain_intact_after_mixed_activity(client, alice, carol, root):
+    from django.core.management import call_command
+
+    from rotation.importer import installations_import
+
+    make_installation("icfg_mixed", resources=2)
+    installations_import(data=import_document(), actor=alice)
+    installations_import(data=import_document("vci_second_token_99"), actor=alice)
+    client.post("/admin/login/", {"username": "carol", "password": "nope"})
+    client.force_login(carol)
+    client.get("/admin/rotation/auditevent/export/csv/?action=auth.login_failed")
+    client.force_login(alice)
+    client.get("/admin/rotation/auditevent/export/jsonl/")
+    audit_record(action=AuditAction.SECRETS_REENCRYPTED, details={"count": 3})
+    with pytest.raises(RuntimeError), transaction.atomic():
+        audit_record(action=AuditAction.INSTALLATION_CHANGED, reason="rolled back")
+        raise RuntimeError
+    count = AuditEvent.objects.count()
+    assert count >= 6
+    assert not AuditEvent.objects.filter(reason="rolled back").exists()
+    report = audit_log_verify(chunk_size=2)
+    assert report.intact and report.count == count
+    out = __import__("io").StringIO()
+    call_command("verify_audit_log", stdout=out)
+    assert f"audit chain intact: {count} events" in out.getvalue()
+
+
+def test_it_fingerprints_a_value_read_on_stdin(db, monkeypatch, capsys):
+    import io
+
+    from django.core.management import call_command
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("vci_some_token\n"))
+    out = io.StringIO()
+    call_command("audit_fingerprint", stdout=out)
+    assert out.getvalue().strip() == fingerprint("vci_some_token")
+    event = AuditEvent.objects.get()
+    assert event.action == AuditAction.AUDIT_FINGERPRINTED
+    assert "vci_some_token" not in repr(event.details)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_one_chain_with_eight_concurrent_writers():
+    import threading
+
+    from django.db import connections
+
+    threads_count, per_thread = 8, 25
+    barrier = threading.Barrier(threads_count)
+    errors = []
+
+    def writer(number):
+        try:
+            barrier.wait()
+            for index in range(per_thread):
+                with transaction.atomic():
+                    audit_record(
+                        action=AuditAction.INSTALLATION_CHANGED,
+                        details={"writer": number, "index": index},
+                    )
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert AuditEvent.objects.count() == threads_count * per_thread
+    seen = {(e["writer"], e["index"]) for e in AuditEvent.objects.values_list("details", flat=True)}
+    assert len(seen) == threads_count * per_thread
+    report = audit_log_verify(chunk_size=50)
+    assert report.intact and report.count == threads_count * per_thread
