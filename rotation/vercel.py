@@ -35,7 +35,6 @@ SECRET_KEYS = frozenset({"name", "value", "prefix", "environmentOverrides"})
 RETRY_AFTER_MIN = 0.5
 RETRY_AFTER_MAX = 300.0
 MESSAGE_LIMIT = 500
-PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 410, 422})
 TRANSIENT_4XX = frozenset({408, 409, 425, 429})
 DEFAULT_CODES = {
     400: "bad_request",
@@ -225,7 +224,10 @@ def parse_retry_after(
         for key, scale in (("reset", 1.0), ("resetMs", 1000.0)):
             reset = limit.get(key)
             if isinstance(reset, int | float) and not isinstance(reset, bool):
-                reset = float(reset) / scale
+                try:
+                    reset = float(reset) / scale
+                except OverflowError:  # an integer beyond float range
+                    return RETRY_AFTER_MAX if reset > 0 else RETRY_AFTER_MIN
                 # Some answers carry milliseconds in `reset`.
                 if reset > 1e11:
                     reset /= 1000.0

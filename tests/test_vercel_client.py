@@ -357,6 +357,8 @@ def test_it_falls_back_to_limit_reset_without_retry_after(fake):
         (None, {"reset": NOW - 1000}, vercel.RETRY_AFTER_MIN),
         (None, {"reset": -50}, vercel.RETRY_AFTER_MIN),
         (None, {"reset": 10**30}, vercel.RETRY_AFTER_MAX),
+        (None, {"reset": 10**400}, vercel.RETRY_AFTER_MAX),
+        (None, {"reset": -(10**400)}, vercel.RETRY_AFTER_MIN),
         (None, {"reset": (NOW + 45) * 1000}, 45.0),
         (None, {"resetMs": (NOW + 12) * 1000}, 12.0),
         (None, {"reset": "tomorrow"}, None),
