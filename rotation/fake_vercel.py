@@ -283,31 +283,40 @@ class FakeVercel:
                     f"installations[{index}]: needs id, access_token and resources[].id/product"
                 ) from None
 
-    def load_from_database(self) -> int:
-        """Learn installations and tokens from the project's database; returns how many."""
-        from django.db import connection
+    def remove_installation(self, installation_id: str) -> None:
+        """Forget an installation (as if uninstalled): its calls then answer 404."""
+        with self._lock:
+            self._installations.pop(installation_id, None)
 
+    def load_from_database(self) -> int:
+        """Learn installations, tokens and resources from the project's database.
+
+        The database is the truth for the installations it holds: removed installations and
+        resources are forgotten. Returns how many installations are known from it.
+        """
         from rotation.crypto import CryptoError
-        from rotation.models import Installation
+        from rotation.models import Installation, Resource
 
         count = 0
-        try:
-            for installation in Installation.objects.prefetch_related("resources"):
-                if not installation.has_access_token:
-                    continue
-                try:
-                    token = installation.access_token()
-                except CryptoError:
-                    logger.warning(
-                        "fake vercel: cannot read the token of %s", installation.vercel_id
-                    )
-                    continue
-                resources = {r.vercel_id: r.product for r in installation.resources.all()}
-                self.add_installation(installation.vercel_id, token, resources)
-                count += 1
-        finally:
-            if threading.current_thread() is not threading.main_thread():
-                connection.close()
+        for installation in Installation.objects.prefetch_related("resources"):
+            if installation.status == Installation.Status.REMOVED:
+                self.remove_installation(installation.vercel_id)
+                continue
+            if not installation.has_access_token:
+                continue
+            try:
+                token = installation.access_token()
+            except CryptoError:
+                logger.warning("fake vercel: cannot read the token of %s", installation.vercel_id)
+                continue
+            resources = {
+                resource.vercel_id: resource.product
+                for resource in installation.resources.all()
+                if resource.status != Resource.Status.REMOVED
+            }
+            with self._lock:
+                self._installations[installation.vercel_id] = _Installation(token, resources)
+            count += 1
         return count
 
     def respond_next(
@@ -486,6 +495,9 @@ class FakeVercel:
         )
 
     def _read_body(self, handler: _Handler) -> bytes | None:
+        """The request body, or None when it exceeds MAX_BODY_BYTES."""
+        if "chunked" in (handler.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked(handler)
         try:
             length = int(handler.headers.get("Content-Length") or 0)
         except ValueError:
@@ -494,6 +506,26 @@ class FakeVercel:
             handler.close_connection = True
             return None
         return handler.rfile.read(length) if length > 0 else b""
+
+    def _read_chunked(self, handler: _Handler) -> bytes | None:
+        body = b""
+        while True:
+            line = handler.rfile.readline(1024).split(b";")[0].strip()
+            try:
+                size = int(line, 16)
+            except ValueError:
+                handler.close_connection = True
+                return b""
+            if size == 0:
+                # Trailers end with an empty line.
+                while handler.rfile.readline(1024).strip():
+                    pass
+                return body
+            if len(body) + size > MAX_BODY_BYTES:
+                handler.close_connection = True
+                return None
+            body += handler.rfile.read(size)
+            handler.rfile.readline(1024)
 
     def _faults_then_route(
         self, handler: _Handler, method: str, path: str, raw: bytes, recorded: RecordedRequest
@@ -610,11 +642,16 @@ class FakeVercel:
             if now - self._reloaded_at < self.reload_interval:
                 return False
             self._reloaded_at = now
+        from django.db import connection
+
         try:
             self.load_from_database()
         except Exception:
             logger.exception("fake vercel: reloading installations from the database failed")
             return False
+        finally:
+            # Handler threads are short-lived: give their connection back.
+            connection.close()
         return True
 
     def _parse(self, handler: _Handler, raw: bytes, recorded: RecordedRequest) -> Any:

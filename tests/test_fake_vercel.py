@@ -157,6 +157,30 @@ def test_it_answers_400_for_a_body_that_is_not_json(fake, http):
     assert response.status_code == 400
 
 
+def test_it_reads_a_chunked_body(fake, http):
+    chunks = (part.encode() for part in json.dumps(BODY).partition("secrets"))
+
+    response = call(
+        http, fake, body=None, data=chunks, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 201, response.text
+    assert fake.requests[0].headers["Transfer-Encoding"] == "chunked"
+    assert fake.secrets_of(INSTALLATION, RESOURCE) == BODY["secrets"]
+
+
+def test_it_answers_413_for_a_huge_body(fake, http):
+    huge = {"secrets": [{"name": "A", "value": "x" * (2 << 20)}]}
+
+    assert call(http, fake, body=huge).status_code == 413
+
+
+def test_it_answers_404_once_an_installation_is_removed(fake, http):
+    fake.remove_installation(INSTALLATION)
+
+    assert call(http, fake).status_code == 404
+
+
 def test_it_answers_400_for_a_malformed_event(fake, http):
     for event in (
         {"type": "resource.deleted", "resourceId": RESOURCE},
@@ -384,6 +408,27 @@ def test_it_learns_installations_and_tokens_from_the_database(db, http, fake_ver
     path = "/v1/installations/icfg_db1/products/postgres/resources/icfg_db1_res1/secrets"
     assert call(http, fake_vercel, path, token="vci_db_token_1").status_code == 201
     assert installation.resources.count() == 2
+
+
+def test_it_forgets_removed_installations_and_resources_from_the_database(db, http, fake_vercel):
+    gone = make_installation("icfg_gone", token="vci_gone_token")
+    kept = make_installation("icfg_kept", token="vci_kept_token", resources=2)
+    fake_vercel.load_from_database()
+    gone.status = "removed"
+    gone.save()
+    kept.resources.filter(vercel_id="icfg_kept_res1").update(status="removed")
+
+    assert fake_vercel.load_from_database() == 1
+
+    statuses = [
+        call(http, fake_vercel, path, token=token).status_code
+        for path, token in (
+            ("/v1/installations/icfg_gone/resources/icfg_gone_res0/secrets", "vci_gone_token"),
+            ("/v1/installations/icfg_kept/resources/icfg_kept_res1/secrets", "vci_kept_token"),
+            ("/v1/installations/icfg_kept/resources/icfg_kept_res0/secrets", "vci_kept_token"),
+        )
+    ]
+    assert statuses == [404, 404, 201]
 
 
 def test_it_looks_in_the_database_again_for_an_unknown_installation(transactional_db, http):
