@@ -6,12 +6,13 @@ import sys
 import threading
 from pathlib import Path
 
+import jsonschema
 import pytest
 import requests
 from django.conf import settings as django_settings
 
 from rotation import vercel
-from rotation.fake_vercel import FakeVercel, mask, schema_problems
+from rotation.fake_vercel import FakeVercel, mask, request_schemas, schema_problems
 from tests.conftest import make_installation
 
 INSTALLATION = "icfg_fake1"
@@ -145,6 +146,27 @@ def test_it_answers_400_with_vercels_error_body_for_a_body_off_schema(fake, http
     assert complaint in error["message"]
     assert VALUE not in response.text
     assert fake.secrets_of(INSTALLATION, RESOURCE) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"secrets": [{"name": "A", "value": VALUE}], "replace": True},
+        {"secrets": [{"name": "A", "value": VALUE, "target": "x"}]},
+        {"secrets": [{"name": "A", "value": 42}]},
+        {"secrets": [{"name": "A", "value": VALUE}], "partial": "yes"},
+        {"secrets": [{"name": "A"}]},
+        {"partial": True},
+        {"secrets": {"name": "A", "value": VALUE}},
+        [BODY],
+    ],
+)
+def test_its_schema_check_refuses_what_jsonschema_refuses(body):
+    schema = request_schemas()["update-resource-secrets-by-id"]
+
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(body, schema)
+    assert schema_problems(schema, body)
 
 
 def test_it_answers_400_for_a_body_that_is_not_json(fake, http):
