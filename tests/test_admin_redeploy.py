@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -113,3 +114,82 @@ def test_it_lists_webhook_deliveries_read_only(client, root, db):
     page = client.get("/admin/rotation/webhookevent/").content.decode()
     assert "evt_1" in page
     assert client.get("/admin/rotation/webhookevent/add/").status_code == 403
+
+
+def inline_data(resource, rows: list[dict]) -> dict:
+    """The resource change form as the admin posts it, with the connected-projects inline."""
+    data = {
+        "installation": resource.installation_id,
+        "vercel_id": resource.vercel_id,
+        "product": resource.product,
+        "name": resource.name,
+        "status": resource.status,
+        "secret_template": json.dumps(resource.secret_template),
+        "connected_projects-TOTAL_FORMS": len(rows),
+        "connected_projects-INITIAL_FORMS": sum(1 for row in rows if row.get("id")),
+        "connected_projects-MIN_NUM_FORMS": 0,
+        "connected_projects-MAX_NUM_FORMS": 1000,
+    }
+    for index, row in enumerate(rows):
+        prefix = f"connected_projects-{index}-"
+        connected = row.get("connected_at")
+        gone = row.get("disconnected_at")
+        data.update(
+            {
+                prefix + "id": row.get("id", ""),
+                prefix + "resource": resource.pk,
+                prefix + "project_id": row["project_id"],
+                prefix + "source": row.get("source", "manual"),
+                prefix + "connected_at_0": connected.strftime("%Y-%m-%d"),
+                prefix + "connected_at_1": connected.strftime("%H:%M:%S"),
+                prefix + "disconnected_at_0": gone.strftime("%Y-%m-%d") if gone else "",
+                prefix + "disconnected_at_1": gone.strftime("%H:%M:%S") if gone else "",
+            }
+        )
+        if row.get("id"):  # callable default: the form compares against a hidden initial
+            data[f"initial-{prefix}connected_at_0"] = connected.strftime("%Y-%m-%d")
+            data[f"initial-{prefix}connected_at_1"] = connected.strftime("%H:%M:%S")
+        if row.get("delete"):
+            data[prefix + "DELETE"] = "on"
+    return data
+
+
+def test_it_audits_hand_corrections_of_connected_projects(client, root, resource, rotation):
+    client.force_login(root)
+    whole_second = rotation.pushed_at.replace(microsecond=0) - timedelta(days=3)
+    resource.connected_projects.update(connected_at=whole_second)  # what the form round-trips
+    existing = {p.project_id: p for p in resource.connected_projects.all()}
+    before_push = rotation.pushed_at - timedelta(days=1)
+    rows = [
+        {
+            "id": existing["prj_a"].pk,
+            "project_id": "prj_a",
+            "source": "webhook",
+            "connected_at": existing["prj_a"].connected_at,
+        },
+        {
+            "id": existing["prj_b"].pk,
+            "project_id": "prj_b",
+            "source": "webhook",
+            "connected_at": existing["prj_b"].connected_at,
+            "disconnected_at": timezone.now(),
+        },
+        {"project_id": "prj_missed", "connected_at": before_push},
+    ]
+
+    response = client.post(
+        f"/admin/rotation/resource/{resource.pk}/change/", inline_data(resource, rows)
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    checks = dict(rotation.redeploy_checks.values_list("project_id", "status"))
+    assert checks == {"prj_a": "waiting", "prj_b": "disconnected", "prj_missed": "waiting"}
+    assert resource.connected_projects.get(project_id="prj_missed").source == "manual"
+    events = AuditEvent.objects.filter(
+        action__in=[AuditAction.PROJECT_CONNECTED, AuditAction.PROJECT_DISCONNECTED],
+        actor_username="root",
+    )
+    assert sorted((e.action, e.details["project"], e.details["change"]) for e in events) == [
+        (AuditAction.PROJECT_CONNECTED, "prj_missed", "added"),
+        (AuditAction.PROJECT_DISCONNECTED, "prj_b", "changed"),
+    ]

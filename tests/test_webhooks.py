@@ -284,3 +284,24 @@ def test_it_ignores_the_removal_of_an_installation_that_is_not_ours(client, reso
     response = post(client, event("integration-configuration.removed"))
     assert response.status_code == 200
     assert Installation.objects.get().status == Installation.Status.ACTIVE
+
+
+def test_it_queues_the_expiry_at_once_when_there_is_no_safety_delay(
+    client, resource, rotation, settings, django_capture_on_commit_callbacks
+):
+    from django_q.models import OrmQ
+
+    from rotation.tasks_redeploy import rotation_expire_old_task
+
+    settings.ROTATION_EXPIRE_SAFETY_DELAY_MINUTES = 0
+    settings.ROTATION_CREDENTIAL_PROVIDER = "rotation.credentials.RandomCredentialProvider"
+    post(client, deployment_event(resource, "prj_a", PUSH + timedelta(hours=1), "evt_a"))
+    assert not OrmQ.objects.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        post(client, deployment_event(resource, "prj_b", PUSH + timedelta(hours=2), "evt_b"))
+
+    queued = [(task.task["func"], task.task["args"]) for task in OrmQ.objects.all()]
+    assert queued == [("rotation.tasks_redeploy.rotation_expire_old_task", (rotation.pk,))]
+    assert rotation_expire_old_task(rotation.pk) is True
+    rotation.refresh_from_db()
+    assert rotation.state == Rotation.State.COMPLETED

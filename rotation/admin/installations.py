@@ -153,3 +153,29 @@ class ResourceAdmin(RotateActionMixin, admin.ModelAdmin):
                 resource=obj,
                 details={"fields": list(form.changed_data), "created": not change},
             )
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not ConnectedProject:
+            return super().save_formset(request, form, formset, change)
+        # Hand corrections of connected projects are audited and update waiting rotations.
+        from rotation.redeploy import connected_project_corrected
+
+        with transaction.atomic():
+            projects = formset.save(commit=False)
+            for project in formset.deleted_objects:
+                project.delete()
+                connected_project_corrected(
+                    project=project, actor=request.user, change="deleted", request=request
+                )
+            added = {id(project) for project in formset.new_objects}
+            for project in projects:
+                if id(project) in added:
+                    project.source = ConnectedProject.Source.MANUAL
+                project.save()
+                connected_project_corrected(
+                    project=project,
+                    actor=request.user,
+                    change="added" if id(project) in added else "changed",
+                    request=request,
+                )
+            formset.save_m2m()

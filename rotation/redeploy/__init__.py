@@ -17,6 +17,7 @@ from rotation.redeploy.rollback import rotation_rollback
 from rotation.redeploy.tracking import (
     WAITING_STATES,
     RedeployRefused,
+    connected_project_corrected,
     installation_removed,
     project_connected,
     project_disconnected,
@@ -29,6 +30,7 @@ __all__ = [
     "WAITING_STATES",
     "RedeployRefused",
     "WebhookInvalid",
+    "connected_project_corrected",
     "installation_removed",
     "project_connected",
     "project_disconnected",

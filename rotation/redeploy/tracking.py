@@ -120,6 +120,16 @@ def _enqueue_expiry(rotation_id: int) -> None:
     async_task("rotation.tasks_redeploy.rotation_expire_old_task", rotation_id)
 
 
+def _expire_soon_if_no_delay(rotation: Rotation) -> None:
+    """Without a safety delay, expire right after the commit instead of at the next tick."""
+    if settings.ROTATION_EXPIRE_SAFETY_DELAY_MINUTES > 0:
+        return
+    if rotation.keep_old_until and rotation.keep_old_until > timezone.now():
+        return
+    rotation_id = rotation.pk
+    transaction.on_commit(lambda: _enqueue_expiry(rotation_id))
+
+
 def _deployment_started_before(deployment_id: str, moment: datetime) -> bool:
     """A deployment created before the push was built with the old values."""
     return (
@@ -146,6 +156,7 @@ def _redeploy_done_if_complete(*, rotation: Rotation, actor_type: str) -> bool:
         rotation=rotation,
         details={"projects": len(checks)},
     )
+    _expire_soon_if_no_delay(rotation)
     return True
 
 
@@ -256,6 +267,7 @@ def rotation_confirm_redeploy(
             reason=note,
             details={"projects_confirmed": waiting},
         )
+        _expire_soon_if_no_delay(rotation)
     return rotation
 
 
@@ -320,6 +332,52 @@ def project_disconnected(
         if waived:
             _redeploy_done_if_complete(rotation=rotation, actor_type=VERCEL)
     return f"project {project_id} disconnected"
+
+
+def connected_project_corrected(
+    *,
+    project: ConnectedProject,
+    actor: Any,
+    change: str,
+    request: HttpRequest | None = None,
+) -> None:
+    """Staff added, changed or removed a connected project by hand: audit it, and keep the
+    waiting rotations of its resource in step. `change` is "added", "changed" or "deleted"."""
+    active = change != "deleted" and project.disconnected_at is None
+    audit_record(
+        action=AuditAction.PROJECT_CONNECTED if active else AuditAction.PROJECT_DISCONNECTED,
+        actor=actor,
+        request=request,
+        resource=project.resource,
+        details={
+            "project": project.project_id,
+            "change": change,
+            "connected_at": project.connected_at.isoformat() if project.connected_at else None,
+            "disconnected_at": (
+                project.disconnected_at.isoformat() if project.disconnected_at else None
+            ),
+        },
+    )
+    rotations = Rotation.objects.select_for_update().filter(
+        resource_id=project.resource_id, state__in=WAITING_STATES
+    )
+    for rotation in rotations:
+        checks = RedeployCheck.objects.filter(rotation=rotation, project_id=project.project_id)
+        if not active:
+            if checks.filter(status=RedeployCheck.Status.WAITING).update(
+                status=RedeployCheck.Status.DISCONNECTED, resolved_at=timezone.now()
+            ):
+                _redeploy_done_if_complete(rotation=rotation, actor_type=SYSTEM)
+        elif (
+            rotation.redeployed_at is None
+            and rotation.pushed_at
+            and project.connected_at <= rotation.pushed_at
+            and not checks.exists()
+        ):
+            # A project we did not know of at push time still runs the old credentials.
+            RedeployCheck.objects.create(
+                rotation=rotation, project_id=project.project_id, connected_at=project.connected_at
+            )
 
 
 def installation_removed(
