@@ -1,0 +1,297 @@
+"""Bulk rotation benchmark: the admin's confirming POST, the pipeline's overhead, rate limits.
+
+Prints, in one run:
+  (a) median time of the confirming admin POST ("Rotate and push", select all) for 1,000 and
+      10,000 selected resources                                       (target <= 1 s for 10,000)
+  (b) end-to-end time of 1,000 rotations with 2 qcluster workers, divided by the time of a
+      plain `requests` loop sending the same 1,000 PUTs to the same stand-in  (target <= 2.0)
+  (c) with the stand-in at 50 requests/s: completion time / (N / 50) (target <= 1.15), the
+      number of 429 answers seen, and the number of failed rotations (must be 0)
+
+Usage: .venv/bin/python bench/bulk_rotate.py [--database-url URL] [--repeat 5] [--rate-n 500]
+Uses its own SQLite file under /tmp, or the database given (a dedicated one: it is migrated,
+filled, and its rotations are deleted between runs). All traffic stays on 127.0.0.1.
+Nothing here is a test: it prints figures and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+TOKEN = "vci_bench_token"
+TEMPLATE = [
+    {"name": "DATABASE_URL", "prefix": "", "environments": ["production", "preview"]},
+    {"name": "PGPASSWORD", "prefix": "", "environments": ["production"]},
+]
+# Upper bound on any wait for the pipeline, so a broken run ends instead of hanging.
+MAX_WAIT_S = 600
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default="", help="default: a fresh SQLite file")
+    parser.add_argument("--repeat", type=int, default=5, help="POSTs per size in (a)")
+    parser.add_argument("--rate-n", type=int, default=500, help="rotations in (c)")
+    parser.add_argument("--rate", type=float, default=50.0, help="stand-in rate in (c)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--only", choices=["a", "b", "c"], action="append")
+    return parser.parse_args()
+
+
+def setup_django(database_url: str) -> None:
+    os.environ["DATABASE_URL"] = database_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "partnerportal.settings")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    sys.path.insert(0, str(BASE_DIR))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def make_installation(vercel_id: str, count: int):
+    """An installation with `count` resources, inserted in bulk."""
+    from rotation.models import Installation, Resource
+
+    installation = Installation.objects.create(vercel_id=vercel_id, name=vercel_id)
+    installation.set_access_token(TOKEN)
+    installation.save()
+    Resource.objects.bulk_create(
+        [
+            Resource(
+                installation=installation,
+                vercel_id=f"{vercel_id}_r{index:05d}",
+                product="postgres",
+                name=f"db-{index}",
+                secret_template=TEMPLATE,
+            )
+            for index in range(count)
+        ],
+        batch_size=2000,
+    )
+    return installation
+
+
+def support_user():
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    from rotation.roles import SUPPORT, roles_sync
+
+    roles_sync()
+    user, _ = get_user_model().objects.get_or_create(username="bench_support", is_staff=True)
+    user.groups.add(Group.objects.get(name=SUPPORT))
+    return user
+
+
+def confirm_post(client, installation, count: int):
+    """The confirming POST of "select all N" on the changelist filtered to one installation."""
+    from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+
+    first = installation.resources.order_by("pk").values_list("pk", flat=True).first()
+    started = time.perf_counter()
+    response = client.post(
+        f"/admin/rotation/resource/?installation__id__exact={installation.pk}",
+        {
+            "action": "rotate_and_push",
+            "post": "yes",
+            "select_across": "1",
+            ACTION_CHECKBOX_NAME: [first],
+            "expected_count": str(count),
+            "reason": "benchmark",
+            "ticket": "BENCH-1",
+        },
+    )
+    elapsed = time.perf_counter() - started
+    if response.status_code != 302 or "/rotationbatch/" not in response.url:
+        raise SystemExit(f"the confirming POST did not create a batch: {response.status_code}")
+    from rotation.models import RotationBatch
+
+    return RotationBatch.objects.order_by("-pk").first(), elapsed
+
+
+def forget_rotations() -> None:
+    """Drop the bench's rotations and queued tasks so the same resources can be asked again."""
+    from django_q.models import OrmQ
+
+    from rotation.models import CredentialVersion, Rotation, RotationBatch
+
+    OrmQ.objects.all().delete()
+    CredentialVersion.objects.all().delete()
+    Rotation.objects.all().delete()
+    RotationBatch.objects.all().delete()
+
+
+def bench_admin_post(client, installations: dict[int, object], repeat: int) -> dict[int, float]:
+    medians = {}
+    for count, installation in installations.items():
+        timings = []
+        for _ in range(repeat):
+            batch, elapsed = confirm_post(client, installation, count)
+            if batch.rotations.count() != count:
+                raise SystemExit(f"expected {count} rotations, got {batch.rotations.count()}")
+            timings.append(elapsed)
+            forget_rotations()
+        medians[count] = statistics.median(timings)
+        spread = ", ".join(f"{t:.3f}" for t in timings)
+        print(
+            f"(a) confirming POST, {count:>6} resources: median {medians[count]:.3f} s  [{spread}]"
+        )
+    return medians
+
+
+def start_qcluster(database_url: str, vercel_url: str, workers: int, log: Path):
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "VERCEL_API_URL": vercel_url,
+        "Q_WORKERS": str(workers),
+        "LOG_LEVEL": "WARNING",
+    }
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_qcluster(process) -> None:
+    # The cluster and its workers form the process group started above.
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def wait_for_batch(batch) -> float:
+    """Seconds until no rotation of the batch is in flight (bounded by MAX_WAIT_S)."""
+    from rotation.models import Rotation
+
+    in_flight = [Rotation.State.REQUESTED, Rotation.State.PREPARING, Rotation.State.PUSHING]
+    deadline = time.monotonic() + MAX_WAIT_S
+    while batch.rotations.filter(state__in=in_flight).exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"batch #{batch.pk} still in flight after {MAX_WAIT_S} s")
+        time.sleep(0.05)
+    return time.monotonic()
+
+
+def plain_loop(fake, installation) -> float:
+    """The same PUTs as the pipeline sends, from a plain requests loop with one session."""
+    import requests
+
+    from rotation.credentials import get_provider
+
+    provider = get_provider()
+    resources = list(installation.resources.order_by("pk"))
+    bodies = [{"secrets": provider.create(resource=resource)} for resource in resources]
+    session = requests.Session()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    started = time.perf_counter()
+    for resource, body in zip(resources, bodies, strict=True):
+        url = (
+            f"{fake.url}/v1/installations/{installation.vercel_id}"
+            f"/resources/{resource.vercel_id}/secrets"
+        )
+        response = session.put(url, json=body, headers=headers, timeout=10)
+        if response.status_code != 201:
+            raise SystemExit(f"the stand-in answered {response.status_code} to the plain loop")
+    return time.perf_counter() - started
+
+
+def pipeline_run(client, installation, count: int) -> tuple[float, object]:
+    started = time.monotonic()
+    batch, _ = confirm_post(client, installation, count)
+    finished = wait_for_batch(batch)
+    return finished - started, batch
+
+
+def main() -> None:
+    args = parse_args()
+    parts = set(args.only or ["a", "b", "c"])
+    workdir = Path(tempfile.mkdtemp(prefix="partnerportal_bench_"))
+    database_url = args.database_url or f"sqlite:///{workdir / 'bench.sqlite3'}"
+    print(f"database: {database_url.split('@')[-1]}  work dir: {workdir}")
+    setup_django(database_url)
+
+    from django.test import Client
+
+    from rotation.fake_vercel import FakeVercel
+    from rotation.models import Rotation
+
+    user = support_user()
+    client = Client()
+    client.force_login(user)
+    started = time.perf_counter()
+    # A suffix per run lets a kept database (PostgreSQL) be benchmarked again.
+    run = f"{int(time.time()) % 100000:05d}"
+    sizes = {1000: make_installation(f"icfg_bench_1k_{run}", 1000)}
+    if "a" in parts:
+        sizes[10000] = make_installation(f"icfg_bench_10k_{run}", 10000)
+    rate_installation = None
+    if "c" in parts:
+        rate_installation = make_installation(f"icfg_bench_rate_{run}", args.rate_n)
+    print(f"setup: {sum(sizes)} + {args.rate_n} resources in {time.perf_counter() - started:.1f} s")
+
+    if "a" in parts:
+        bench_admin_post(client, sizes, args.repeat)
+
+    if parts & {"b", "c"}:
+        fake = FakeVercel(seed=1).start()
+        for installation in [sizes[1000], rate_installation]:
+            if installation is not None:
+                fake.add_installation(
+                    installation.vercel_id,
+                    TOKEN,
+                    {r.vercel_id: r.product for r in installation.resources.all()},
+                )
+        cluster = start_qcluster(database_url, fake.url, args.workers, workdir / "qcluster.log")
+        try:
+            time.sleep(3)  # let the cluster start its workers before anything is timed
+            if "b" in parts:
+                loop = plain_loop(fake, sizes[1000])
+                e2e, batch = pipeline_run(client, sizes[1000], 1000)
+                failed = batch.rotations.filter(state=Rotation.State.FAILED).count()
+                print(
+                    f"(b) 1,000 rotations, {args.workers} workers: {e2e:.2f} s; plain requests "
+                    f"loop of the same 1,000 PUTs: {loop:.2f} s; ratio {e2e / loop:.2f} "
+                    f"(target <= 2.0); failed: {failed}"
+                )
+            if "c" in parts:
+                fake.rate = args.rate
+                fake.reset_stats()
+                elapsed, batch = pipeline_run(client, rate_installation, args.rate_n)
+                ideal = args.rate_n / args.rate
+                failed = batch.rotations.filter(state=Rotation.State.FAILED).count()
+                print(
+                    f"(c) {args.rate_n} rotations at {args.rate:g}/s: {elapsed:.2f} s / "
+                    f"{ideal:.2f} s = {elapsed / ideal:.2f} (target <= 1.15); "
+                    f"429s seen: {fake.stats['rate_limited']}; failed rotations: {failed}"
+                )
+        finally:
+            stop_qcluster(cluster)
+            fake.stop()
+    if not args.database_url:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
