@@ -472,6 +472,8 @@ class FakeVercel:
             body=None,
             client=tuple(handler.client_address[:2]),
         )
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            recorded.body = json.loads(raw) if raw else None
         with self._lock:
             self._total += 1
             self._recorded.append(recorded)

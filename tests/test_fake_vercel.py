@@ -86,6 +86,7 @@ def test_it_answers_403_for_another_installations_token(fake, http):
 
     assert response.status_code == 403
     assert error_of(response) == {"code": "forbidden", "message": "Not authorized"}
+    assert fake.requests[0].body == BODY
 
 
 @pytest.mark.parametrize(
