@@ -167,6 +167,19 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     fake: FakeVercel
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.open_connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+
+    def close_open_connections(self) -> None:
+        """Cut keep-alive connections, so no client reuses one after a stop."""
+        with self.connections_lock:
+            connections = list(self.open_connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -177,6 +190,16 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; without this, delayed ACKs add ~40 ms.
     disable_nagle_algorithm = True
     server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.open_connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.open_connections.discard(self.connection)
+        super().finish()
 
     def do_GET(self) -> None:
         self.server.fake._handle(self, "GET")
@@ -414,6 +437,7 @@ class FakeVercel:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.close_open_connections()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = None
@@ -458,6 +482,9 @@ class FakeVercel:
             return (1.0 - self._tokens) / self._rate
 
     def _handle(self, handler: _Handler, method: str) -> None:
+        if self._stopping.is_set():
+            self._drop(handler)
+            return
         started = time.monotonic()
         path = urlsplit(handler.path).path
         raw = self._read_body(handler)

@@ -537,3 +537,24 @@ def test_it_runs_as_a_management_command_for_both_endpoints(tmp_path, settings):
     assert stderr.count("-> 201") == 2
     assert VALUE not in stderr
     assert "vci_cmd_token_1" not in stderr
+
+
+def test_it_cuts_kept_alive_connections_when_stopped(settings):
+    def push():
+        vercel.update_resource_secrets(
+            installation_id=INSTALLATION, resource_id=RESOURCE, token=TOKEN, secrets=BODY["secrets"]
+        )
+
+    first = FakeVercel().start()
+    first.add_installation(INSTALLATION, TOKEN, {RESOURCE: PRODUCT})
+    settings.VERCEL_API_URL = first.url
+    push()
+    port = int(first.url.rsplit(":", 1)[1])
+    first.stop()
+
+    with FakeVercel(port=port) as second:
+        second.add_installation(INSTALLATION, TOKEN, {RESOURCE: PRODUCT})
+        push()
+
+    assert len(first.requests) == 1
+    assert len(second.requests) == 1
