@@ -305,3 +305,82 @@ def test_it_queues_the_expiry_at_once_when_there_is_no_safety_delay(
     assert rotation_expire_old_task(rotation.pk) is True
     rotation.refresh_from_db()
     assert rotation.state == Rotation.State.COMPLETED
+
+
+def run_rotation(resource, actor) -> Rotation:
+    """Request, prepare and push through the real services, as the cluster would."""
+    from rotation import services, tasks
+
+    batch = services.rotation_request(resource_ids=[resource.pk], actor=actor, reason="e2e")
+    tasks.rotations_process(list(batch.rotations.values_list("pk", flat=True)))
+    return batch.rotations.get()
+
+
+@pytest.fixture
+def pushed_twice(resource, alice, fake_vercel, settings):
+    """A resource rotated once (completed) and again (pushed, waiting for its two projects)."""
+    settings.ROTATION_CREDENTIAL_PROVIDER = "rotation.credentials.RandomCredentialProvider"
+    installation = resource.installation
+    fake_vercel.add_installation(
+        installation.vercel_id, installation.access_token(), {resource.vercel_id: resource.product}
+    )
+    connect(resource, "prj_a", "prj_b")
+    first = run_rotation(resource, alice)
+    Rotation.objects.filter(pk=first.pk).update(state=Rotation.State.COMPLETED)
+    second = run_rotation(resource, alice)
+    assert second.state == Rotation.State.AWAITING_REDEPLOY
+    return first, second
+
+
+def test_it_completes_a_real_rotation_once_every_project_redeployed(
+    client, resource, pushed_twice, fake_vercel, settings, django_capture_on_commit_callbacks
+):
+    from django.utils import timezone
+    from django_q.models import OrmQ
+
+    from rotation.credentials import RandomCredentialProvider
+    from rotation.models import CredentialVersion
+    from rotation.tasks_redeploy import rotation_expire_old_task
+
+    settings.ROTATION_EXPIRE_SAFETY_DELAY_MINUTES = 0
+    RandomCredentialProvider.expiries.clear()
+    _, second = pushed_twice
+    old = CredentialVersion.objects.get(resource=resource, stage="previous")
+    OrmQ.objects.all().delete()
+    later = timezone.now() + timedelta(seconds=5)
+    with django_capture_on_commit_callbacks(execute=True):
+        for index, project in enumerate(["prj_a", "prj_b"]):
+            body = deployment_event(resource, project, later, f"evt_e2e_{index}")
+            assert post(client, body).status_code == 200
+
+    for task in OrmQ.objects.all():
+        assert task.task["func"] == "rotation.tasks_redeploy.rotation_expire_old_task"
+        rotation_expire_old_task(*task.task["args"])
+    second.refresh_from_db()
+    assert second.state == Rotation.State.COMPLETED
+    old.refresh_from_db()
+    assert old.stage == "expired" and bytes(old.secrets_encrypted) == b""
+    assert RandomCredentialProvider.expired_version_ids() == [str(old.pk)]
+    RandomCredentialProvider.expiries.clear()
+
+
+def test_it_rolls_back_a_real_rotation_to_the_values_vercel_had_before(
+    resource, pushed_twice, fake_vercel, root
+):
+    from rotation.models import CredentialVersion
+    from rotation.redeploy import rotation_rollback
+
+    _, second = pushed_twice
+    installation = resource.installation
+    old = CredentialVersion.objects.get(resource=resource, stage="previous")
+    before = {s["name"]: s for s in old.secrets()}
+    assert {
+        s["name"]: s for s in fake_vercel.secrets_of(installation.vercel_id, resource.vercel_id)
+    } != before
+
+    rotation_rollback(rotation=second, actor=root, reason="the new password is rejected")
+
+    held = fake_vercel.secrets_of(installation.vercel_id, resource.vercel_id)
+    assert {s["name"]: s for s in held} == before
+    old.refresh_from_db()
+    assert old.stage == "current"
