@@ -506,3 +506,12 @@ def test_it_stops_the_rotations_of_a_removed_installation(policy, resource):
     with time_machine.travel(PUSH + timedelta(days=30), tick=False):
         assert _tick() == {"reminders_sent": 0, "escalated": 0, "expired": 0}
     assert not mail.outbox
+
+
+def test_it_runs_from_one_periodic_schedule_created_by_the_migration(db):
+    from django_q.models import Schedule
+
+    schedules = Schedule.objects.filter(func="rotation.tasks_redeploy.redeploy_tick")
+    assert [(s.name, s.schedule_type, s.minutes, s.repeats) for s in schedules] == [
+        ("rotation: redeploy reminders and expiry", Schedule.MINUTES, 1, -1)
+    ]
