@@ -349,6 +349,9 @@ def test_it_filters_rotations_by_state_installation_and_batch(client, alice, res
     assert resources[2].vercel_id in page
     page = client.get(f"{base}?state__exact=cancelled").content.decode()
     assert resources[0].vercel_id not in page
+    page = client.get(f"{base}?q={resources[2].vercel_id}").content.decode()
+    assert resources[2].vercel_id in page
+    assert resources[1].vercel_id not in page
 
 
 def test_it_lists_rotations_without_a_query_per_row(

@@ -241,7 +241,7 @@ class RotationBatchAdmin(ReadOnlyAdmin):
         "size",
     ]
     list_filter = ["source", "emergency"]
-    search_fields = ["=ticket", "=requested_by_username"]
+    search_fields = ["ticket__exact", "requested_by_username__exact"]
     ordering = ["-id"]
     show_full_result_count = False
     list_per_page = 50
@@ -384,7 +384,8 @@ class RotationAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["state", InstallationFilter, BatchFilter, "emergency"]
     list_select_related = ["resource__installation", "batch"]
-    search_fields = ["=resource__vercel_id", "=resource__installation__vercel_id"]
+    # Exact (not iexact) so the index on the resource id is used; installations have a filter.
+    search_fields = ["resource__vercel_id__exact"]
     ordering = ["-id"]
     show_full_result_count = False
     list_per_page = 100
