@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 from django.conf import settings
@@ -47,6 +47,8 @@ DEFAULT_CODES = {
     422: "unprocessable_entity",
     429: "rate_limited",
 }
+
+LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
 
 _session: requests.Session | None = None
 _session_lock = threading.Lock()
@@ -119,6 +121,7 @@ def default_session() -> requests.Session:
             session.mount("https://", adapter)
             session.mount("http://", adapter)
             session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+            # No proxies or ~/.netrc from the environment: netrc would replace our bearer.
             session.trust_env = False
             _session = session
         return _session
@@ -197,6 +200,17 @@ def _check_token(token: str) -> None:
         raise _refuse("the installation has no access token")
     if not all(33 <= ord(char) <= 126 for char in token):
         raise _refuse("the access token contains characters a bearer token cannot hold")
+
+
+def _base_url() -> str:
+    # The bearer token must not cross a network in clear text; the stand-in is local.
+    base = settings.VERCEL_API_URL.rstrip("/")
+    parts = urlsplit(base)
+    host = parts.hostname or ""
+    local = host in LOOPBACK_HOSTS or host.startswith("127.")
+    if parts.scheme == "https" or (parts.scheme == "http" and local):
+        return base
+    raise _refuse("VERCEL_API_URL must be https:// (plain http:// only to this machine)")
 
 
 def _clamp(seconds: float) -> float:
@@ -285,7 +299,7 @@ def _request(
     session: requests.Session | None,
 ) -> None:
     _check_token(token)
-    url = settings.VERCEL_API_URL.rstrip("/") + path
+    url = _base_url() + path
     session = session or default_session()
     data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
     headers = {

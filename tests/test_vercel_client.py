@@ -226,6 +226,18 @@ def test_it_refuses_a_token_a_header_cannot_carry_without_echoing_it(fake):
     assert fake.requests == []
 
 
+@pytest.mark.parametrize(
+    "url", ["http://api.vercel.com", "http://10.0.0.5:8765", "ftp://127.0.0.1", "api.vercel.com"]
+)
+def test_it_refuses_to_send_the_token_in_clear_text_off_this_machine(fake, settings, url):
+    settings.VERCEL_API_URL = url
+
+    error = push_error()
+
+    assert (error.code, error.permanent) == ("invalid_request", True)
+    assert fake.requests == []
+
+
 def test_it_refuses_an_unknown_endpoint_or_missing_product(fake):
     assert push_error(endpoint="legacy").code == "invalid_request"
     assert push_error(endpoint="deprecated").code == "invalid_request"
