@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 SCHEMA_PATH = Path(__file__).with_name("vercel_openapi.json")
 MAX_BODY_BYTES = 1 << 20
 RECORD_LIMIT = 10_000
+PAGE_RESOURCES = 300
 DEPRECATED_PATH = re.compile(
     r"^/v1/installations/(?P<installation>[^/]+)/products/(?P<product>[^/]+)"
     r"/resources/(?P<resource>[^/]+)/secrets$"
@@ -756,39 +757,42 @@ class FakeVercel:
             handler.close_connection = True
 
     def _send_page(self, handler: _Handler) -> None:
+        def row(*cells: str) -> str:
+            return "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>"
+
         with self._lock:
+            products = {
+                (installation_id, resource_id): product
+                for installation_id, installation in self._installations.items()
+                for resource_id, product in installation.resources.items()
+            }
+            keys = sorted(set(products) | set(self._secrets))
             rows = []
-            for (installation_id, resource_id), held in sorted(self._secrets.items()):
+            for key in keys[:PAGE_RESOURCES]:
+                held = self._secrets.get(key, {})
+                product = products.get(key, "?")
+                if not held:
+                    rows.append(row(*key, product, "", "(no secrets pushed yet)", ""))
                 for full_name, secret in held.items():
                     overrides = ", ".join(
                         f"{env}: {mask(value)}"
                         for env, value in sorted((secret.get("environmentOverrides") or {}).items())
                     )
-                    rows.append(
-                        "<tr>"
-                        + "".join(
-                            f"<td>{html.escape(str(cell))}</td>"
-                            for cell in (
-                                installation_id,
-                                resource_id,
-                                full_name,
-                                mask(secret.get("value", "")),
-                                overrides,
-                            )
-                        )
-                        + "</tr>"
-                    )
+                    rows.append(row(*key, product, full_name, mask(secret.get("value")), overrides))
             stats = self.stats
+        hidden = len(keys) - PAGE_RESOURCES
+        more = f"<p>{hidden} more resources not shown.</p>" if hidden > 0 else ""
         page = (
             "<!doctype html><html><head><meta charset='utf-8'>"
             "<meta http-equiv='refresh' content='5'><title>Fake Vercel</title></head><body>"
             "<h1>Fake Vercel: resource secrets now</h1>"
             f"<p>{stats['total']} API requests; answers {html.escape(str(stats['by_status']))}; "
-            f"{stats['dropped']} dropped, {stats['hung']} hung.</p>"
+            f"{stats['dropped']} dropped, {stats['hung']} hung. Values are masked but for "
+            "their last 4 characters.</p>"
             "<table border='1' cellpadding='4'><thead><tr><th>installation</th><th>resource</th>"
-            "<th>secret</th><th>value</th><th>overrides</th></tr></thead><tbody>"
-            + ("".join(rows) or "<tr><td colspan='5'>no secrets pushed yet</td></tr>")
-            + "</tbody></table></body></html>"
+            "<th>product</th><th>secret</th><th>value</th><th>overrides</th></tr></thead><tbody>"
+            + ("".join(rows) or "<tr><td colspan='6'>no resources known yet</td></tr>")
+            + f"</tbody></table>{more}</body></html>"
         )
         answer = _Answer(200)
         answer.raw = page.encode()

@@ -388,6 +388,16 @@ def test_it_shows_secrets_masked_but_for_the_last_4_characters(fake, http):
     assert "preview: ••••••••/app" in page.text
 
 
+def test_it_lists_known_resources_before_any_push_and_caps_the_page(fake, http):
+    fake.add_installation("icfg_z<b>", TOKEN, {f"res_{i:03}": "pg" for i in range(400)})
+
+    page = http.get(fake.url + "/", timeout=2).text
+
+    assert f"<td>{RESOURCE}</td><td>{PRODUCT}</td><td></td><td>(no secrets pushed yet)" in page
+    assert "icfg_z&lt;b&gt;" in page and "icfg_z<b>" not in page
+    assert "101 more resources not shown" in page
+
+
 def test_it_masks_short_values_whole():
     assert mask("0123456789ab") == "••••••••89ab"
     assert mask("short") == "••••••••"
