@@ -12,6 +12,7 @@ import email.utils
 import json
 import logging
 import math
+import os
 import threading
 import time
 from typing import Any
@@ -51,6 +52,7 @@ DEFAULT_CODES = {
 LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
 
 _session: requests.Session | None = None
+_session_pid = 0
 _session_lock = threading.Lock()
 
 
@@ -112,9 +114,10 @@ def _rebuild_error(status, code, message, permanent, retry_after) -> VercelError
 
 def default_session() -> requests.Session:
     """The process's shared session, so pushes reuse connections."""
-    global _session
+    global _session, _session_pid
     with _session_lock:
-        if _session is None:
+        # A forked worker must not share its parent's sockets.
+        if _session is None or _session_pid != os.getpid():
             session = requests.Session()
             # No transparent retries: a PUT that may have landed is the caller's decision.
             adapter = HTTPAdapter(pool_connections=8, pool_maxsize=32, max_retries=0)
@@ -124,6 +127,7 @@ def default_session() -> requests.Session:
             # No proxies or ~/.netrc from the environment: netrc would replace our bearer.
             session.trust_env = False
             _session = session
+            _session_pid = os.getpid()
         return _session
 
 

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import pickle
 import socket
 import tomllib
@@ -175,6 +176,17 @@ def test_it_reuses_one_session_and_connection(fake):
     assert vercel.default_session() is vercel.default_session()
     first, second = fake.requests
     assert first.client == second.client
+
+
+def test_it_gives_a_forked_process_its_own_session():
+    parent = vercel.default_session()
+    pid = os.fork()
+    if pid == 0:  # the child reports through its exit status only
+        os._exit(0 if vercel.default_session() is not parent else 1)
+    _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert vercel.default_session() is parent
 
 
 def test_it_reads_the_base_url_at_call_time(fake, settings):
