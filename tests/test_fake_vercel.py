@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 import requests
 from django.conf import settings as django_settings
+from django.core.management import CommandError, call_command
 
 from rotation import vercel
 from rotation.fake_vercel import FakeVercel, mask, request_schemas, schema_problems
@@ -568,3 +569,16 @@ def test_it_cuts_kept_alive_connections_when_stopped(settings):
 
     assert len(first.requests) == 1
     assert len(second.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "complaint"),
+    [(None, "no such file"), ("{oops", "not valid JSON"), ('{"installations": [{}]}', "needs id")],
+)
+def test_its_command_refuses_a_bad_config(tmp_path, content, complaint):
+    config = tmp_path / "installations.json"
+    if content is not None:
+        config.write_text(content)
+
+    with pytest.raises(CommandError, match=complaint):
+        call_command("fake_vercel", "--port", "0", "--config", str(config))

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from rotation.fake_vercel import FakeVercel
 
@@ -57,7 +58,13 @@ class Command(BaseCommand):
                 raise CommandError(f"{path}: {exc}") from None
             source = path.name
         else:
-            count = fake.load_from_database()
+            try:
+                count = fake.load_from_database()
+            except DatabaseError as exc:
+                raise CommandError(
+                    f"cannot read installations from the database ({type(exc).__name__}); "
+                    "run `manage.py migrate` or pass --config FILE"
+                ) from None
             source = f"the database ({count} installations; reloads on unknown ones)"
         try:
             fake.start()
