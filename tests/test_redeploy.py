@@ -186,7 +186,9 @@ def test_it_keeps_a_failed_reminder_visible_and_retries_it(policy, resource, set
     assert failure.outcome == AuditEvent.Outcome.FAILURE
 
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    with time_machine.travel(PUSH + timedelta(days=1, minutes=1), tick=False):
+    with time_machine.travel(PUSH + timedelta(days=1, minutes=4), tick=False):
+        assert _tick()["reminders_sent"] == 0  # not before the retry interval
+    with time_machine.travel(PUSH + timedelta(days=1, minutes=5), tick=False):
         assert _tick()["reminders_sent"] == 1
     reminder.refresh_from_db()
     assert reminder.status == Reminder.Status.SENT

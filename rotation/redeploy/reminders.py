@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -21,6 +23,9 @@ from rotation.redeploy.tracking import (
     WAITING_STATES,
     short_error,
 )
+
+# A failed email is tried again after this long (until ROTATION_REMINDER_MAX_ATTEMPTS).
+RETRY_AFTER = timedelta(minutes=5)
 
 
 def _escalation_recipients() -> list[str]:
@@ -66,7 +71,11 @@ def _reminder_message(reminder: Reminder) -> tuple[str, str]:
         body = (
             f"Hello,\n\n{what_changed}\n\nWhat to do: redeploy these projects on Vercel:\n"
             f"{projects}\n\nThe old credentials stop working once every project has "
-            f"redeployed, and at the latest around {deadline}.\n"
+            + (
+                f"redeployed, and at the latest on {deadline}.\n"
+                if settings.ROTATION_EXPIRE_ON_DEADLINE
+                else f"redeployed. Please redeploy before {deadline}.\n"
+            )
         )
     else:
         late = reminder.step == "overdue"
@@ -161,9 +170,12 @@ def reminders_send_due() -> int:
         status=Reminder.Status.CANCELLED
     )
     due = list(
-        open_reminders.filter(
-            due_at__lte=now, attempts__lt=settings.ROTATION_REMINDER_MAX_ATTEMPTS
-        ).order_by("rotation_id", "kind", "-due_at")
+        open_reminders.filter(due_at__lte=now, attempts__lt=settings.ROTATION_REMINDER_MAX_ATTEMPTS)
+        .filter(
+            Q(status=Reminder.Status.SCHEDULED)
+            | Q(status=Reminder.Status.FAILED, claimed_at__lte=now - RETRY_AFTER)
+        )
+        .order_by("rotation_id", "kind", "-due_at")
     )
     sent = 0
     latest: set[tuple[int, str]] = set()
