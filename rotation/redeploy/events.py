@@ -152,8 +152,8 @@ HANDLERS = {
     "integration-resource.project-disconnected": _handle_connection,
     "integration-configuration.removed": _handle_removed,
 }
-# Recorded (for `deployment.created` times) but otherwise ignored.
-RECORDED_ONLY = {"deployment.created"}
+# Any other type is only recorded and answered 200; a recorded `deployment.created` tells
+# that a later `deployment.succeeded` was built from before the push.
 
 
 def webhook_event_handle(*, event: Any, request: HttpRequest | None = None) -> str:
