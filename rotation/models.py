@@ -387,6 +387,12 @@ class AuditEvent(models.Model):
             models.Index(fields=["rotation_ref"]),
             models.Index(fields=["batch_ref"]),
             models.Index(fields=["ticket"]),
+            # Failures and denials are few but what reviewers look for first.
+            models.Index(
+                fields=["outcome", "created_at"],
+                condition=~Q(outcome="success"),
+                name="auditevent_unsuccessful_idx",
+            ),
         ]
         permissions = [("export_auditevent", "Can export audit events")]
 

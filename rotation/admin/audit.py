@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -67,6 +68,12 @@ def csv_cell(value: Any) -> str:
     else:
         text = str(value)
     return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+@functools.cache
+def action_labels() -> dict[str, str]:
+    """Labels of AuditAction (members are only added in code, so one build per process)."""
+    return dict(AuditAction.choices)
 
 
 class _Echo:
@@ -157,7 +164,7 @@ class AuditEventAdmin(admin.ModelAdmin):
         "id",
         "created_at",
         "actor",
-        "action",
+        "action_label",
         "outcome",
         "installation_ref",
         "resource_ref",
@@ -170,6 +177,9 @@ class AuditEventAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     search_fields = ["=resource_ref", "=rotation_ref", "=ticket", "=installation_ref"]
     search_help_text = "Exact resource id, rotation id, ticket or installation id."
+    # Newest first by time: the created_at index serves date ranges and filters alike
+    # (ordering by id alone makes PostgreSQL walk the whole pk index for a past month).
+    ordering = ["-created_at", "-id"]
     sortable_by = ["id", "created_at"]
     list_per_page = 100
     list_max_show_all = 100
@@ -217,6 +227,11 @@ class AuditEventAdmin(admin.ModelAdmin):
     @admin.display(description="actor", ordering="actor_username")
     def actor(self, obj: AuditEvent) -> str:
         return obj.actor_username or obj.get_actor_type_display()
+
+    @admin.display(description="action")
+    def action_label(self, obj: AuditEvent) -> str:
+        # The field's callable choices would be rebuilt for every row.
+        return action_labels().get(obj.action, obj.action)
 
     @admin.display(description="rotation")
     def rotation_link(self, obj: AuditEvent) -> str:

@@ -1,0 +1,289 @@
+"""Audit trail at scale: 1,000,000 hash-chained events on PostgreSQL.
+
+Creates (drops first) a dedicated database, migrates it, fills it with a valid chain (hashes
+computed in Python with the app's own canonical form, rows loaded with COPY), then prints:
+  (a) admin changelist: query count and median render time (test Client, superuser), for the
+      plain list and a few filtered views; target: <= 10 queries, median <= 300 ms
+  (b) export: peak RSS growth while streaming the whole CSV and JSONL export; target < 100 MB
+  (c) verify_audit_log: wall time over the whole chain (and that it is intact)
+
+Usage: .venv/bin/python bench/audit_scale.py [--events 1000000]
+       [--database-url postgres://postgres@127.0.0.1:5432/bench_audit] [--keep]
+Nothing here is a test; it prints figures and ratios against the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_audit"
+
+ACTIONS = [
+    "rotation.requested",
+    "rotation.prepared",
+    "rotation.pushed",
+    "rotation.redeployed",
+    "credentials.expired",
+    "installation.imported",
+    "auth.login",
+    "resource.changed",
+]
+COLUMNS = (
+    "created_at",
+    "actor_type",
+    "actor_user_id",
+    "actor_username",
+    "action",
+    "outcome",
+    "installation_ref",
+    "resource_ref",
+    "rotation_ref",
+    "batch_ref",
+    "reason",
+    "ticket",
+    "source_ip",
+    "user_agent",
+    "request_id",
+    "details",
+    "prev_hash",
+    "hash",
+)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--database-url", default=DEFAULT_URL)
+    parser.add_argument("--keep", action="store_true", help="reuse a filled database")
+    parser.add_argument("--renders", type=int, default=15)
+    parser.add_argument("--parts", default="abc", help="which measurements: a, b and/or c")
+    return parser.parse_args()
+
+
+def create_database(url: str, *, keep: bool) -> bool:
+    """Create the bench database (dropping it unless --keep); True when it was created."""
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if exists and keep:
+            return False
+        if exists:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return True
+
+
+def rss_kb(field: str = "VmRSS") -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def reset_peak_rss() -> None:
+    # Writing 5 to clear_refs resets VmHWM (peak RSS) to the current RSS (Linux >= 4.0).
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def event_rows(count: int):
+    """Rows of a valid chain, oldest first, with the app's canonical hash."""
+    from rotation.audit import GENESIS_HASH, canonical_hash
+
+    start = dt.datetime(2026, 7, 1, tzinfo=dt.UTC)
+    step = dt.timedelta(days=140) / count
+    prev = GENESIS_HASH
+    for index in range(count):
+        rotation = index // 8 + 1
+        user = index % 23
+        values = {
+            "created_at": start + step * index,
+            "actor_type": "user" if user else "system",
+            "actor_user_id": user or None,
+            "actor_username": f"staff{user:02d}" if user else "",
+            "action": ACTIONS[index % len(ACTIONS)],
+            "outcome": "failure" if index % 97 == 0 else "success",
+            "installation_ref": f"icfg_bench_{rotation % 1000}",
+            "resource_ref": f"res_bench_{rotation % 20000}",
+            "rotation_ref": rotation,
+            "batch_ref": rotation // 50 + 1,
+            "reason": "scheduled rotation" if index % 5 else "=cmd leaked key, rotate now",
+            "ticket": f"SUP-{rotation // 10}",
+            "source_ip": f"10.{user}.{index % 250}.{index % 7 + 1}" if user else None,
+            "user_agent": "Mozilla/5.0 (bench)" if user else "",
+            "request_id": f"req-{index:08d}",
+            "details": {"attempt": index % 3, "batch_size": 50, "ratio": 0.25},
+            "prev_hash": prev,
+        }
+        values["hash"] = canonical_hash(values)
+        prev = values["hash"]
+        row = [values[name] for name in COLUMNS]
+        row[COLUMNS.index("details")] = json.dumps(values["details"])
+        yield row
+
+
+def fill(count: int) -> float:
+    from django.db import connection, transaction
+
+    started = time.perf_counter()
+    columns = ", ".join(COLUMNS)
+    with transaction.atomic():
+        connection.ensure_connection()
+        with connection.connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit = off")
+            with cursor.copy(f"COPY rotation_auditevent ({columns}) FROM STDIN") as copy:
+                for index, row in enumerate(event_rows(count), 1):
+                    copy.write_row(row)
+                    if index % 200_000 == 0:
+                        print(f"  ... {index:,} rows ({time.perf_counter() - started:.0f} s)")
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE rotation_auditevent")
+    return time.perf_counter() - started
+
+
+def measure_changelist(client, url: str, renders: int) -> tuple[int, float]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    connection.queries_log.clear()  # DEBUG keeps at most 9000; a full log counts as zero
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    assert response.status_code == 200, (url, response.status_code)
+    client.get(url)  # warm
+    times = []
+    for _ in range(renders):
+        started = time.perf_counter()
+        response = client.get(url)
+        times.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200
+    return len(queries), statistics.median(times)
+
+
+def measure_export(client, url: str) -> tuple[int, int, float, int]:
+    """(rows, peak RSS growth in KB, seconds, bytes) while streaming the whole export."""
+    import gc
+
+    gc.collect()
+    baseline = rss_kb()
+    reset_peak_rss()
+    started = time.perf_counter()
+    response = client.get(url)
+    assert response.status_code == 200, response.status_code
+    size = lines = 0
+    for chunk in response.streaming_content:
+        size += len(chunk)
+        lines += chunk.count(b"\n")
+    elapsed = time.perf_counter() - started
+    return lines, rss_kb("VmHWM") - baseline, elapsed, size
+
+
+def main() -> None:
+    args = parse_args()
+    os.environ["DATABASE_URL"] = args.database_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "partnerportal.settings")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    created = create_database(args.database_url, keep=args.keep)
+
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.test import Client
+
+    from rotation.models import AuditEvent, Installation
+
+    print(f"database: {args.database_url} ({'created' if created else 'reused'})")
+    call_command("migrate", verbosity=0)
+    if created or not AuditEvent.objects.exists():
+        print(f"filling {args.events:,} events (hash chain in Python, COPY) ...")
+        seconds = fill(args.events)
+        print(f"filled in {seconds:.1f} s ({args.events / seconds:,.0f} events/s)")
+        Installation.objects.bulk_create(
+            Installation(vercel_id=f"icfg_bench_{n}", name=f"Team {n}") for n in range(50)
+        )
+    total = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first()
+    print(f"events in table: about {total:,} (last id)")
+
+    user_model = get_user_model()
+    root = user_model.objects.filter(username="benchroot").first()
+    if root is None:
+        root = user_model.objects.create_superuser("benchroot", "root@example.com", "x" * 20)
+    client = Client()
+    client.force_login(root)
+
+    if "a" in args.parts:
+        measure_changelists(client, args.renders)
+    if "b" in args.parts:
+        measure_exports(client)
+    if "c" in args.parts:
+        measure_verify()
+
+
+def measure_changelists(client, renders: int) -> None:
+    base = "/admin/rotation/auditevent/"
+    views = {
+        "plain list": base,
+        "page 50": base + "?p=50",
+        "filter action": base + "?action=rotation.pushed",
+        "filter outcome": base + "?outcome=failure",
+        "filter outcome+actor": base + "?outcome=failure&actor=staff07",
+        "filter actor": base + "?actor=staff07",
+        "filter installation": base + "?installation=icfg_bench_7",
+        "date drill-down": base + "?created_at__year=2026&created_at__month=9",
+        "search rotation id": base + "?q=4242",
+        "search ticket": base + "?q=SUP-777",
+    }
+    print("\n(a) changelist at this size (target: <= 10 queries, median <= 300 ms)")
+    for label, url in views.items():
+        queries, median = measure_changelist(client, url, renders)
+        print(f"  {label:<22} queries={queries:<3} median={median:7.1f} ms  {url}")
+        if label == "plain list":
+            plain = (queries, median)
+    print(
+        f"  plain list ratios: queries/10 = {plain[0] / 10:.2f}, "
+        f"median/300ms = {plain[1] / 300:.2f}"
+    )
+
+
+def measure_exports(client) -> None:
+    base = "/admin/rotation/auditevent/"
+    print("\n(b) export of the whole list, streamed (target: peak RSS growth < 100 MB)")
+    for fmt in ("csv", "jsonl"):
+        lines, growth_kb, seconds, size = measure_export(client, f"{base}export/{fmt}/")
+        print(
+            f"  {fmt:<5} lines={lines:,} size={size / 1e6:.0f} MB time={seconds:.1f} s "
+            f"({lines / seconds:,.0f} rows/s) peak RSS growth={growth_kb / 1024:.1f} MB "
+            f"(ratio to 100 MB: {growth_kb / 1024 / 100:.2f})"
+        )
+
+
+def measure_verify() -> None:
+    from rotation.audit_verify import audit_log_verify
+
+    print("\n(c) verify_audit_log over the whole chain")
+    started = time.perf_counter()
+    report = audit_log_verify()
+    seconds = time.perf_counter() - started
+    state = "intact" if report.intact else f"BROKEN at #{report.bad_event_id}: {report.message}"
+    print(
+        f"  {report.count:,} events {state} in {seconds:.1f} s "
+        f"({report.count / seconds:,.0f} events/s); peak RSS {rss_kb('VmHWM') / 1024:.0f} MB"
+    )
+
+
+if __name__ == "__main__":
+    main()
