@@ -8,6 +8,7 @@ import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import requests
 from django.db import transaction
 from django.utils import timezone
 
@@ -89,4 +90,20 @@ def deployment_event(
             }
         ],
         **changes,
+    )
+
+
+def post_signed(url: str, payload: dict, secret: str) -> requests.Response:
+    """POST a delivery to a running server (e.g. live_server.url + "/webhooks/vercel/")."""
+    from rotation.webhooks import sign_webhook
+
+    body = json.dumps(payload).encode()
+    return requests.post(
+        url,
+        data=body,
+        headers={
+            "content-type": "application/json",
+            "x-vercel-signature": sign_webhook(body, secret),
+        },
+        timeout=10,
     )

@@ -384,3 +384,22 @@ def test_it_rolls_back_a_real_rotation_to_the_values_vercel_had_before(
     assert {s["name"]: s for s in held} == before
     old.refresh_from_db()
     assert old.stage == "current"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_takes_signed_deliveries_over_real_http(live_server, installation, settings):
+    from tests.redeploy_builders import post_signed
+
+    resource = installation.resources.get()
+    connect(resource, "prj_a", at=PUSH - timedelta(days=1))
+    with time_machine.travel(PUSH, tick=False):
+        rotation = make_pushed_rotation(resource)
+    url = live_server.url + URL
+    body = deployment_event(resource, "prj_a", PUSH + timedelta(minutes=5), "evt_http")
+
+    assert post_signed(url, body, "wrong-secret").status_code == 403
+    response = post_signed(url, body, SECRET)
+
+    assert (response.status_code, response.json()) == (200, {"outcome": "processed"})
+    rotation.refresh_from_db()
+    assert rotation.redeployed_at is not None
