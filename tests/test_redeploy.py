@@ -517,3 +517,30 @@ def test_it_runs_from_one_periodic_schedule_created_by_the_migration(db):
     assert [(s.name, s.schedule_type, s.minutes, s.repeats) for s in schedules] == [
         ("rotation: redeploy reminders and expiry", Schedule.MINUTES, 1, -1)
     ]
+
+
+def test_it_retries_expiring_the_newer_credentials_after_a_rollback(
+    policy, provider, resource, on_vercel, root, settings
+):
+    from rotation.redeploy import rotation_rollback
+
+    rotation = make_pushed_rotation(resource)
+    new = _versions(resource)["current"]
+    settings.ROTATION_CREDENTIAL_PROVIDER = "tests.test_redeploy.FailingProvider"
+
+    rotation_rollback(rotation=rotation, actor=root, reason="bad set")
+
+    rotation.refresh_from_db()
+    assert rotation.state == Rotation.State.ROLLED_BACK
+    assert "newer credentials failed" in rotation.last_error
+    new.refresh_from_db()
+    assert new.stage == "previous" and new.secrets() == NEW_SECRETS
+    assert _tick()["expired"] == 0
+
+    settings.ROTATION_CREDENTIAL_PROVIDER = "rotation.credentials.RandomCredentialProvider"
+    assert _tick()["expired"] == 1
+    new.refresh_from_db()
+    assert new.stage == "expired" and bytes(new.secrets_encrypted) == b""
+    rotation.refresh_from_db()
+    assert rotation.last_error == ""
+    assert provider.expired_version_ids() == [str(new.pk)]

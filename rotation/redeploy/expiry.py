@@ -51,6 +51,17 @@ def rotations_escalate_due() -> int:
     return count
 
 
+def _version_expired(version: CredentialVersion, now: datetime) -> None:
+    """Record that the provider expired `version`, and forget its ciphertext."""
+    version.stage = CredentialVersion.Stage.EXPIRED
+    version.stage_changed_at = now
+    version.expired_at = now
+    version.wipe()
+    version.save(
+        update_fields=["stage", "stage_changed_at", "expired_at", "secrets_encrypted", "key_id"]
+    )
+
+
 def rotation_expiry_due(*, rotation: Rotation, now: datetime | None = None) -> bool:
     """Whether the old credentials of `rotation` may be expired now."""
     now = now or timezone.now()
@@ -117,19 +128,7 @@ def rotation_expire_old(*, rotation: Rotation) -> bool:
             )
             return False
         if version is not None:
-            version.stage = CredentialVersion.Stage.EXPIRED
-            version.stage_changed_at = now
-            version.expired_at = now
-            version.wipe()
-            version.save(
-                update_fields=[
-                    "stage",
-                    "stage_changed_at",
-                    "expired_at",
-                    "secrets_encrypted",
-                    "key_id",
-                ]
-            )
+            _version_expired(version, now)
         Rotation.objects.filter(pk=rotation.pk, state=State.EXPIRING).update(
             state=State.COMPLETED,
             state_changed_at=now,
@@ -169,4 +168,44 @@ def rotations_expire_due() -> int:
     for rotation in candidates.order_by("pk"):
         if rotation_expiry_due(rotation=rotation, now=now):
             count += rotation_expire_old(rotation=rotation)
+    return count + _rolled_back_leftovers_expire()
+
+
+def _rolled_back_leftovers_expire() -> int:
+    """Retry expiring the newer credentials of a rollback whose first attempt failed."""
+    from rotation.credentials import get_provider
+
+    count = 0
+    leftovers = CredentialVersion.objects.filter(
+        stage=CredentialVersion.Stage.PREVIOUS, rotation__state=State.ROLLED_BACK
+    ).values_list("pk", flat=True)
+    for version_id in list(leftovers):
+        with transaction.atomic():
+            version = (
+                CredentialVersion.objects.select_for_update(skip_locked=True)
+                .select_related("resource__installation", "rotation")
+                .filter(pk=version_id, stage=CredentialVersion.Stage.PREVIOUS)
+                .first()
+            )
+            if version is None:
+                continue  # another worker has it, or it is done
+            try:
+                get_provider().expire(resource=version.resource, version=version)
+            except Exception as exc:  # stays visible on the rotation; tried again next tick
+                Rotation.objects.filter(pk=version.rotation_id).update(
+                    last_error=f"Rolled back; expiring the newer credentials failed: "
+                    f"{short_error(exc)}"
+                )
+                continue
+            now = timezone.now()
+            _version_expired(version, now)
+            Rotation.objects.filter(pk=version.rotation_id).update(last_error="")
+            audit_record(
+                action=AuditAction.OLD_CREDENTIALS_EXPIRED,
+                actor_type=SYSTEM,
+                resource=version.resource,
+                rotation=version.rotation,
+                details={"version": str(version.pk), "after": "rollback"},
+            )
+            count += 1
     return count
