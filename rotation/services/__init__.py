@@ -1,0 +1,62 @@
+"""Rotate and push: request, prepare, push, cancel and retry rotations. The rules live here.
+
+Lifecycle: requested -> preparing (pending version sealed) -> pushing -> awaiting_redeploy,
+or failed (pending version kept, retry is one call). Every step writes its audit event in
+the same transaction; refusals are audited in their own transaction and then raised as
+`RotationRefused`, so callers must not wrap these functions in a transaction they roll back.
+
+Heartbeat: `state_changed_at` is also touched when a push attempt starts and when the sweeper
+re-queues a rotation, so "stuck" means "nobody touched it for longer than a task may live".
+A rotation waiting for a transient error to pass stays `pushing` with `next_attempt_at` set.
+
+Modules: `request` (permission checks, preview, the batch), `pipeline` (prepare and push,
+a chunk at a time), `staff` (cancel, retry), `sweeper`, `common`.
+"""
+
+from rotation.selectors import batch_progress
+from rotation.services.common import (
+    CHUNK_SIZE,
+    RotationRefused,
+    chunk_budget,
+    rotations_enqueue,
+    stuck_after,
+)
+from rotation.services.pipeline import (
+    batch_dispatch,
+    rotation_prepare,
+    rotation_push,
+    rotations_prepare,
+    rotations_push,
+)
+from rotation.services.request import RotationPreview, rotation_request, rotation_request_preview
+from rotation.services.staff import (
+    CANCELLABLE_STATES,
+    batch_cancel,
+    batch_retry_failed,
+    rotation_cancel,
+    rotation_retry,
+)
+from rotation.services.sweeper import rotations_requeue_stuck
+
+__all__ = [
+    "CANCELLABLE_STATES",
+    "CHUNK_SIZE",
+    "RotationPreview",
+    "RotationRefused",
+    "batch_cancel",
+    "batch_dispatch",
+    "batch_progress",
+    "batch_retry_failed",
+    "chunk_budget",
+    "rotation_cancel",
+    "rotation_prepare",
+    "rotation_push",
+    "rotation_request",
+    "rotation_request_preview",
+    "rotation_retry",
+    "rotations_enqueue",
+    "rotations_prepare",
+    "rotations_push",
+    "rotations_requeue_stuck",
+    "stuck_after",
+]

@@ -1,0 +1,508 @@
+"""Prepare and push: provider -> pending version -> Vercel, a chunk of rotations at a time.
+
+Database work is done per chunk (one transaction to prepare, one to claim, one per group of
+successful pushes) because per-rotation transactions cost more than the HTTP call itself.
+Audit events stay per rotation, so each rotation's timeline is complete.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from rotation import vercel
+from rotation.audit import AuditAction, audit_record
+from rotation.credentials import CredentialProviderError, get_provider
+from rotation.crypto import CryptoError
+from rotation.models import CredentialVersion, Installation, Resource, Rotation
+from rotation.services.common import (
+    Stage,
+    State,
+    backoff_base,
+    context,
+    inline_wait_max,
+    locked,
+    locked_many,
+    logger,
+    max_attempts,
+    rotations_enqueue,
+    stuck_after,
+    version_expire,
+)
+
+if TYPE_CHECKING:
+    import requests
+
+# Successful pushes are recorded in groups of this many (one transaction per group).
+SUCCESS_GROUP = 25
+
+
+def batch_dispatch(*, batch_id: int) -> int:
+    """Enqueue the batch's waiting rotations in chunks (the fan-out task); returns the count."""
+    ids = list(
+        Rotation.objects.filter(batch_id=batch_id, state__in=[State.REQUESTED, State.PREPARING])
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    rotations_enqueue(rotation_ids=ids, group=f"batch-{batch_id}")
+    return len(ids)
+
+
+# Prepare ----------------------------------------------------------------------------------
+
+
+def rotations_prepare(*, rotation_ids: list[int]) -> dict[int, str]:
+    """Seal a pending version for each rotation that lacks one (idempotent); returns states.
+
+    `preparing` means "ready to push"; other states are left as they are.
+    """
+    provider = get_provider()
+    with transaction.atomic():
+        rotations = locked_many(rotation_ids)
+        states = {rotation.pk: rotation.state for rotation in rotations}
+        todo = [r for r in rotations if r.state in (State.REQUESTED, State.PREPARING)]
+        if not todo:
+            return states
+        pendings = {
+            version.resource_id: version
+            for version in CredentialVersion.objects.filter(
+                resource_id__in=[rotation.resource_id for rotation in todo], stage=Stage.PENDING
+            )
+        }
+        created: list[tuple[Rotation, CredentialVersion]] = []
+        for rotation in todo:
+            pending = pendings.get(rotation.resource_id)
+            if pending is not None and pending.rotation_id != rotation.pk:
+                # Left by an earlier rotation that ended without it: never reuse another's.
+                version_expire(
+                    provider=provider,
+                    resource=rotation.resource,
+                    version=pending,
+                    rotation=rotation,
+                    why="stale pending version",
+                )
+                pending = None
+            if pending is None:
+                version = _create_version(provider, rotation)
+                if version is None:
+                    states[rotation.pk] = State.FAILED
+                    continue
+                created.append((rotation, version))
+            states[rotation.pk] = State.PREPARING
+        CredentialVersion.objects.bulk_create([version for _, version in created])
+        for rotation, version in created:
+            audit_record(
+                action=AuditAction.ROTATION_PREPARED,
+                resource=rotation.resource,
+                rotation=rotation,
+                details={"version": str(version.pk)},
+                **context(rotation),
+            )
+        started = [
+            r.pk for r in todo if r.state == State.REQUESTED and states[r.pk] == State.PREPARING
+        ]
+        Rotation.objects.filter(pk__in=started).update(
+            state=State.PREPARING, state_changed_at=timezone.now()
+        )
+    return states
+
+
+def _create_version(provider: Any, rotation: Rotation) -> CredentialVersion | None:
+    """A sealed, unsaved pending version; None after recording the provider's failure."""
+    resource = rotation.resource
+    try:
+        secrets = provider.create(resource=resource)
+        verify = getattr(provider, "verify", None)
+        if verify is not None and not verify(resource=resource, secrets=secrets):
+            raise CredentialProviderError("the new credentials did not pass the check")
+    except Exception as exc:
+        _prepare_fail(rotation, exc)
+        return None
+    version = CredentialVersion(resource=resource, rotation=rotation, stage=Stage.PENDING)
+    version.seal(secrets)
+    return version
+
+
+def _prepare_fail(rotation: Rotation, exc: Exception) -> None:
+    message = f"Credential provider: {exc}"[:500]
+    logger.warning("rotation %s: provider failed (%s)", rotation.pk, type(exc).__name__)
+    rotation.state = State.FAILED
+    rotation.last_error = message
+    rotation.last_error_code = "provider_error"
+    rotation.last_error_status = None
+    rotation.state_changed_at = timezone.now()
+    rotation.save(
+        update_fields=[
+            "state",
+            "last_error",
+            "last_error_code",
+            "last_error_status",
+            "state_changed_at",
+        ]
+    )
+    audit_record(
+        action=AuditAction.ROTATION_PREPARE_FAILED,
+        outcome="failure",
+        resource=rotation.resource,
+        rotation=rotation,
+        details={"error": message},
+        **context(rotation),
+    )
+
+
+def rotation_prepare(*, rotation_id: int) -> str:
+    """`rotations_prepare` for one rotation; returns its state afterwards."""
+    states = rotations_prepare(rotation_ids=[rotation_id])
+    if rotation_id not in states:
+        raise Rotation.DoesNotExist(f"rotation {rotation_id} does not exist")
+    return states[rotation_id]
+
+
+# Push -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Push:
+    rotation: Rotation  # as locked when claimed, with resource, installation and batch
+    pending: CredentialVersion
+
+
+def _claimable(rotation: Rotation, now: Any) -> bool:
+    if rotation.state == State.PREPARING:
+        return True
+    if rotation.state != State.PUSHING:
+        return False  # cancelled, failed, superseded or already pushed: never push
+    due = rotation.next_attempt_at
+    if due is not None:
+        return due <= now  # waiting out a transient error until then
+    # Pushing with nothing due: another worker is on it, unless it died long ago.
+    return rotation.state_changed_at <= now - stuck_after()
+
+
+def _claim(rotation_ids: list[int]) -> tuple[list[_Push], dict[int, str]]:
+    """Mark the pushable rotations `pushing` (one attempt each) in one transaction."""
+    with transaction.atomic():
+        rotations = locked_many(rotation_ids)
+        states = {rotation.pk: rotation.state for rotation in rotations}
+        now = timezone.now()
+        claimable = [rotation for rotation in rotations if _claimable(rotation, now)]
+        pendings = {
+            version.rotation_id: version
+            for version in CredentialVersion.objects.filter(
+                rotation_id__in=[rotation.pk for rotation in claimable], stage=Stage.PENDING
+            )
+        }
+        pushes = []
+        for rotation in claimable:
+            installation, resource = rotation.resource.installation, rotation.resource
+            gone = ""
+            if installation.status == Installation.Status.REMOVED:
+                gone = f"Installation {installation.vercel_id} was removed on Vercel."
+            elif resource.status == Resource.Status.REMOVED:
+                gone = "The resource was removed."
+            elif rotation.pk not in pendings:
+                gone = "The pending credentials are missing; request a new rotation."
+            if gone:
+                rotation.attempts += 1
+                states[rotation.pk] = _fail_locked(
+                    rotation, status=None, code="not_pushable", message=gone
+                )
+                continue
+            rotation.state = State.PUSHING
+            rotation.state_changed_at = now
+            rotation.next_attempt_at = None
+            rotation.attempts += 1
+            states[rotation.pk] = State.PUSHING
+            pushes.append(_Push(rotation, pendings[rotation.pk]))
+        Rotation.objects.filter(pk__in=[push.rotation.pk for push in pushes]).update(
+            state=State.PUSHING,
+            state_changed_at=now,
+            next_attempt_at=None,
+            attempts=F("attempts") + 1,
+        )
+    return pushes, states
+
+
+def _release(pushes: list[_Push]) -> list[int]:
+    """Hand claimed but unsent rotations back: due now, for the next task to claim."""
+    ids = [push.rotation.pk for push in pushes]
+    Rotation.objects.filter(pk__in=ids, state=State.PUSHING).update(
+        next_attempt_at=timezone.now(), attempts=F("attempts") - 1
+    )
+    return ids
+
+
+def _fail_locked(rotation: Rotation, *, status: int | None, code: str, message: str) -> str:
+    rotation.state = State.FAILED
+    rotation.last_error = message[:1000]
+    rotation.last_error_code = code[:64]
+    rotation.last_error_status = status
+    rotation.next_attempt_at = None
+    rotation.state_changed_at = timezone.now()
+    rotation.save()
+    audit_record(
+        action=AuditAction.ROTATION_PUSH_FAILED,
+        outcome="failure",
+        resource=rotation.resource,
+        rotation=rotation,
+        details={
+            "status": status,
+            "code": code,
+            "error": rotation.last_error,
+            "attempts": rotation.attempts,
+        },
+        **context(rotation),
+    )
+    return State.FAILED
+
+
+def _push_fail(push: _Push, *, status: int | None, code: str, message: str) -> str:
+    with transaction.atomic():
+        rotation = locked(push.rotation.pk)
+        if rotation.state != State.PUSHING:
+            return rotation.state
+        return _fail_locked(rotation, status=status, code=code, message=message)
+
+
+def _note_transient(push: _Push, exc: vercel.VercelError, *, wait: float, defer: bool) -> str:
+    """Record a transient failure; when deferring, free the worker until `next_attempt_at`."""
+    with transaction.atomic():
+        rotation = locked(push.rotation.pk)
+        if rotation.state != State.PUSHING:
+            return rotation.state
+        rotation.last_error = exc.message[:1000]
+        rotation.last_error_code = exc.code[:64]
+        rotation.last_error_status = exc.status
+        fields = ["last_error", "last_error_code", "last_error_status"]
+        if defer:
+            now = timezone.now()
+            rotation.next_attempt_at = now + timedelta(seconds=wait)
+            rotation.state_changed_at = now
+            fields += ["next_attempt_at", "state_changed_at"]
+        rotation.save(update_fields=fields)
+        audit_record(
+            action=AuditAction.ROTATION_PUSH_DEFERRED,
+            outcome="failure",
+            resource=rotation.resource,
+            rotation=rotation,
+            details={
+                "status": exc.status,
+                "code": exc.code,
+                "error": rotation.last_error,
+                "attempt": rotation.attempts,
+                "wait_seconds": round(wait, 3),
+                "in_worker": not defer,
+            },
+            **context(rotation),
+        )
+        return rotation.state
+
+
+def _attempt_again(push: _Push) -> bool:
+    """Start the next inline attempt, unless the rotation changed meanwhile."""
+    with transaction.atomic():
+        rotation = locked(push.rotation.pk)
+        if rotation.state != State.PUSHING:
+            return False
+        rotation.attempts += 1
+        rotation.state_changed_at = timezone.now()
+        rotation.next_attempt_at = None
+        rotation.save(update_fields=["attempts", "state_changed_at", "next_attempt_at"])
+        push.rotation.attempts = rotation.attempts
+        return True
+
+
+def _wait_for(attempt: int, retry_after: float | None) -> float:
+    """Honour Vercel's wait when given; else exponential backoff with jitter."""
+    if retry_after is not None:
+        return max(0.0, retry_after) * random.uniform(1.0, 1.1)
+    return min(backoff_base() * 2 ** (attempt - 1), 60.0) * random.uniform(0.5, 1.0)
+
+
+def _send(
+    push: _Push,
+    *,
+    secrets: list[dict],
+    token: str,
+    session: requests.Session | None,
+    deadline: float | None,
+) -> str | None:
+    """PUT the set, retrying transient errors; None when Vercel took it, else the new state."""
+    installation, resource = push.rotation.resource.installation, push.rotation.resource
+    while True:
+        try:
+            vercel.update_resource_secrets(
+                installation_id=installation.vercel_id,
+                resource_id=resource.vercel_id,
+                token=token,
+                secrets=secrets,
+                endpoint=installation.endpoint,
+                product=resource.product,
+                session=session,
+            )
+            return None
+        except vercel.VercelError as exc:
+            if exc.permanent:
+                return _push_fail(push, status=exc.status, code=exc.code, message=exc.message)
+            attempts = push.rotation.attempts
+            if attempts >= max_attempts():
+                message = f"Gave up after {attempts} attempts; last error: {exc.message}"
+                return _push_fail(push, status=exc.status, code=exc.code, message=message)
+            wait = _wait_for(attempts, exc.retry_after)
+            inline = wait <= inline_wait_max() and (
+                deadline is None or time.monotonic() + wait < deadline
+            )
+            state = _note_transient(push, exc, wait=wait, defer=not inline)
+            if not inline or state != State.PUSHING:
+                return state
+            time.sleep(wait)
+            if not _attempt_again(push):
+                return Rotation.objects.values_list("state", flat=True).get(pk=push.rotation.pk)
+
+
+def _succeed(pushes: list[_Push]) -> dict[int, str]:
+    """pending -> current, current -> previous, for a group; then redeploy tracking begins."""
+    from rotation.redeploy import rotation_redeploy_begin
+
+    with transaction.atomic():
+        rotations = {
+            rotation.pk: rotation for rotation in locked_many([p.rotation.pk for p in pushes])
+        }
+        states = {pk: rotation.state for pk, rotation in rotations.items()}
+        live = [p for p in pushes if states.get(p.rotation.pk) == State.PUSHING]
+        stages: dict[int, dict[str, CredentialVersion]] = defaultdict(dict)
+        for version in CredentialVersion.objects.select_for_update().filter(
+            resource_id__in=[p.rotation.resource_id for p in live],
+            stage__in=[Stage.PENDING, Stage.CURRENT, Stage.PREVIOUS],
+        ):
+            stages[version.resource_id][version.stage] = version
+        done: list[tuple[Rotation, CredentialVersion, CredentialVersion | None]] = []
+        provider = None
+        for push in live:
+            rotation = rotations[push.rotation.pk]
+            held = stages[rotation.resource_id]
+            pending = held.get(Stage.PENDING)
+            if pending is None or pending.pk != push.pending.pk:
+                states[rotation.pk] = _fail_locked(
+                    rotation,
+                    status=None,
+                    code="pending_changed",
+                    message="The pending credentials changed during the push; retry.",
+                )
+                continue
+            previous = held.get(Stage.PREVIOUS)
+            if previous is not None:
+                # Two generations old: nothing may use it once the new set is live.
+                provider = provider or get_provider()
+                version_expire(
+                    provider=provider,
+                    resource=rotation.resource,
+                    version=previous,
+                    rotation=rotation,
+                    why="superseded twice",
+                )
+            done.append((rotation, pending, held.get(Stage.CURRENT)))
+        now = timezone.now()
+        CredentialVersion.objects.filter(
+            pk__in=[current.pk for _, _, current in done if current is not None]
+        ).update(stage=Stage.PREVIOUS, stage_changed_at=now)
+        CredentialVersion.objects.filter(pk__in=[pending.pk for _, pending, _ in done]).update(
+            stage=Stage.CURRENT, stage_changed_at=now
+        )
+        cleared = {"last_error": "", "last_error_code": "", "last_error_status": None}
+        Rotation.objects.filter(pk__in=[rotation.pk for rotation, _, _ in done]).update(
+            state=State.AWAITING_REDEPLOY,
+            pushed_at=now,
+            state_changed_at=now,
+            next_attempt_at=None,
+            **cleared,
+        )
+        for rotation, pending, current in done:
+            rotation.state = State.AWAITING_REDEPLOY
+            rotation.pushed_at = rotation.state_changed_at = now
+            rotation.next_attempt_at = None
+            for name, value in cleared.items():
+                setattr(rotation, name, value)
+            audit_record(
+                action=AuditAction.ROTATION_PUSHED,
+                resource=rotation.resource,
+                rotation=rotation,
+                details={
+                    "version": str(pending.pk),
+                    "previous_version": str(current.pk) if current else None,
+                    "attempts": rotation.attempts,
+                    "endpoint": rotation.resource.installation.endpoint,
+                },
+                **context(rotation),
+            )
+            rotation_redeploy_begin(rotation=rotation)
+            states[rotation.pk] = State.AWAITING_REDEPLOY
+    return states
+
+
+def rotations_push(
+    *,
+    rotation_ids: list[int],
+    session: requests.Session | None = None,
+    deadline: float | None = None,
+) -> dict[int, str]:
+    """Push each rotation's pending version to Vercel; returns the states afterwards.
+
+    Re-checks state first, so a cancelled, failed or superseded rotation is never pushed.
+    `deadline` (a `time.monotonic()` value) bounds this call: waits that would pass it are
+    left to the sweeper (`next_attempt_at`), and rotations not reached are re-queued.
+    """
+    pushes, states = _claim(rotation_ids)
+    tokens: dict[int, str] = {}
+    succeeded: list[_Push] = []
+    for index, push in enumerate(pushes):
+        if deadline is not None and time.monotonic() > deadline:
+            rest = _release(pushes[index:])
+            logger.info("out of time; %s rotations handed to a new task", len(rest))
+            rotations_enqueue(rotation_ids=rest, group="continued")
+            break
+        installation = push.rotation.resource.installation
+        try:
+            secrets = push.pending.secrets()
+            if installation.pk not in tokens:
+                tokens[installation.pk] = installation.access_token()
+        except CryptoError as exc:
+            states[push.rotation.pk] = _push_fail(
+                push, status=None, code="decrypt_failed", message=str(exc)
+            )
+            continue
+        outcome = _send(
+            push, secrets=secrets, token=tokens[installation.pk], session=session, deadline=deadline
+        )
+        del secrets
+        if outcome is None:
+            succeeded.append(push)
+        else:
+            states[push.rotation.pk] = outcome
+        if len(succeeded) >= SUCCESS_GROUP:
+            states.update(_succeed(succeeded))
+            succeeded = []
+    if succeeded:
+        states.update(_succeed(succeeded))
+    return states
+
+
+def rotation_push(
+    *,
+    rotation_id: int,
+    session: requests.Session | None = None,
+    deadline: float | None = None,
+) -> str:
+    """`rotations_push` for one rotation; returns its state afterwards."""
+    states = rotations_push(rotation_ids=[rotation_id], session=session, deadline=deadline)
+    if rotation_id not in states:
+        raise Rotation.DoesNotExist(f"rotation {rotation_id} does not exist")
+    return states[rotation_id]

@@ -1,0 +1,68 @@
+"""The sweeper's rules: which rotations lost their task or are due for another attempt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from rotation.audit import AuditAction, audit_record
+from rotation.models import Rotation
+from rotation.selectors import IN_CHUNK, chunked
+from rotation.services.common import State, enqueue_after_commit, logger, stuck_after
+
+
+def _queue_is_empty() -> bool:
+    from django_q.brokers import get_broker
+
+    try:
+        return get_broker().queue_size() == 0
+    except Exception:  # a broker that cannot count: assume tasks may be lost
+        logger.warning("sweeper: cannot read the broker's queue size")
+        return True
+
+
+def rotations_requeue_stuck(*, now: Any = None) -> list[int]:
+    """Re-queue rotations whose task was lost or whose retry is due; returns their ids.
+
+    - pushing with `next_attempt_at` due: waiting out a transient error, now due (at most once
+      per `stuck_after()` while the task waits in the queue);
+    - preparing/pushing untouched for longer than a task may live: the worker died;
+    - requested for longer than that while the queue is empty: the task was lost (a long
+      queue may legitimately hold them, so then they are left alone).
+    """
+    now = now or timezone.now()
+    stale = now - stuck_after()
+    with transaction.atomic():
+        # Deferring sets state_changed_at before next_attempt_at; re-queueing sets it after.
+        due = Rotation.objects.filter(state=State.PUSHING, next_attempt_at__lte=now).filter(
+            Q(state_changed_at__lt=F("next_attempt_at")) | Q(state_changed_at__lte=stale)
+        )
+        dead = Rotation.objects.filter(
+            state__in=[State.PREPARING, State.PUSHING],
+            next_attempt_at__isnull=True,
+            state_changed_at__lte=stale,
+        )
+        ids = set(due.values_list("pk", flat=True)) | set(dead.values_list("pk", flat=True))
+        if _queue_is_empty():
+            ids |= set(
+                Rotation.objects.filter(
+                    state=State.REQUESTED, state_changed_at__lte=stale
+                ).values_list("pk", flat=True)
+            )
+        ids_sorted = sorted(ids)
+        for chunk in chunked(ids_sorted, IN_CHUNK):
+            # Dead pushes become due now, so `_push_begin` accepts them.
+            Rotation.objects.filter(
+                pk__in=chunk, state=State.PUSHING, next_attempt_at__isnull=True
+            ).update(next_attempt_at=now)
+            Rotation.objects.filter(pk__in=chunk).update(state_changed_at=now)
+        if ids_sorted:
+            audit_record(
+                action=AuditAction.ROTATION_REQUEUED,
+                details={"rotations": ids_sorted},
+            )
+        enqueue_after_commit(ids_sorted, group="sweeper")
+    return ids_sorted
