@@ -354,3 +354,48 @@ def test_it_runs_with_a_real_qcluster_on_redis(fake_vercel):
     hidden = [value.encode() for value in pushed_values(fake_vercel)]
     assert not [value for value in hidden if value in output]
     assert not [value for value in hidden if value in raw_database_bytes()]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_it_pushes_once_when_a_chunk_task_is_delivered_twice_at_once(fake_vercel):
+    """The ORM broker may hand a task out twice; two workers race for the same chunk."""
+    import threading
+
+    from django.db import connections
+
+    from rotation.roles import SUPPORT, roles_sync
+
+    roles_sync()
+    alice = make_user("alice", group=SUPPORT)
+    installation = make_installation("icfg_twice", resources=20)
+    fake_vercel.add_installation(
+        "icfg_twice",
+        installation.access_token(),
+        {r.vercel_id: r.product for r in installation.resources.all()},
+    )
+    batch = services.rotation_request(
+        resource_ids=installation.resources.all(), actor=alice, reason="twice"
+    )
+    ids = list(batch.rotations.order_by("pk").values_list("pk", flat=True))
+    barrier = threading.Barrier(2)
+    pushed: list[int] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            pushed.append(tasks.rotations_process(ids))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(pushed) == 20
+    assert batch_progress(batch=batch)["counts"]["awaiting_redeploy"] == 20
+    puts = [request.path for request in fake_vercel.requests if request.method == "PUT"]
+    assert len(puts) == len(set(puts)) == 20
+    assert CredentialVersion.objects.filter(stage="current").count() == 20
+    assert_stand_in_holds_current_versions(fake_vercel)
