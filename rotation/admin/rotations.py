@@ -25,6 +25,7 @@ from rotation.audit import AuditAction, audit_denied
 from rotation.models import AuditEvent, Installation, Rotation, RotationBatch
 from rotation.selectors import batch_progress
 from rotation.services import (
+    CANCELLABLE_STATES,
     RotationRefused,
     batch_cancel,
     batch_retry_failed,
@@ -479,6 +480,7 @@ class RotationAdmin(ReadOnlyAdmin):
         extra = {
             "can_retry": request.user.has_perm(RETRY_PERMISSION),
             "can_cancel": request.user.has_perm(CANCEL_PERMISSION),
+            "cancellable_states": [str(state) for state in CANCELLABLE_STATES],
             **(extra_context or {}),
         }
         return super().change_view(request, object_id, form_url, extra)
