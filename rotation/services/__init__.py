@@ -9,8 +9,8 @@ Heartbeat: `state_changed_at` is also touched when a push attempt starts and whe
 re-queues a rotation, so "stuck" means "nobody touched it for longer than a task may live".
 A rotation waiting for a transient error to pass stays `pushing` with `next_attempt_at` set.
 
-Modules: `request` (permission checks, preview, the batch), `pipeline` (prepare and push,
-a chunk at a time), `staff` (cancel, retry), `sweeper`, `common`.
+Modules: `request` (permission checks, preview, the batch), `prepare` and `push` (a chunk
+of rotations at a time), `staff` (cancel, retry), `sweeper`, `common`.
 """
 
 from rotation.selectors import batch_progress
@@ -21,13 +21,8 @@ from rotation.services.common import (
     rotations_enqueue,
     stuck_after,
 )
-from rotation.services.pipeline import (
-    batch_dispatch,
-    rotation_prepare,
-    rotation_push,
-    rotations_prepare,
-    rotations_push,
-)
+from rotation.services.prepare import batch_dispatch, rotation_prepare, rotations_prepare
+from rotation.services.push import rotation_push, rotations_push
 from rotation.services.request import RotationPreview, rotation_request, rotation_request_preview
 from rotation.services.staff import (
     CANCELLABLE_STATES,

@@ -24,9 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--actor", required=True, help="username the request is made as")
         parser.add_argument("--reason", required=True)
         parser.add_argument("--ticket", default="")
-        parser.add_argument(
-            "--installation", help="only resources of this installation (icfg_...)"
-        )
+        parser.add_argument("--installation", help="only resources of this installation (icfg_...)")
         parser.add_argument(
             "--emergency", action="store_true", help="expire the old credentials once pushed"
         )
