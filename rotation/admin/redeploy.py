@@ -35,6 +35,7 @@ VIEW_PERMISSION = "rotation.view_rotation"
 CONFIRM_PERMISSION = "rotation.confirm_redeploy"
 ROLLBACK_PERMISSION = "rotation.rollback_rotation"
 CHART_WIDTH, CHART_HEIGHT, CHART_LEFT, CHART_BOTTOM, CHART_TOP = 640, 180, 28, 22, 12
+CHART_RIGHT = 18  # room for the last date label
 
 
 class NoteForm(forms.Form):
@@ -59,7 +60,7 @@ def rotations_per_day_svg(per_day: list[tuple[date, int]]) -> SafeString:
     """A bar chart drawn on the server as inline SVG (no scripts, no CDN)."""
     peak = max((count for _, count in per_day), default=0) or 1
     plot_height = CHART_HEIGHT - CHART_BOTTOM - CHART_TOP
-    step = (CHART_WIDTH - CHART_LEFT) / max(len(per_day), 1)
+    step = (CHART_WIDTH - CHART_LEFT - CHART_RIGHT) / max(len(per_day), 1)
     bars = []
     for index, (day, count) in enumerate(per_day):
         bar_height = plot_height * count / peak
