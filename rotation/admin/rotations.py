@@ -165,7 +165,14 @@ class RotateActionMixin:
             and not self.has_rotate_permission(request)
         ):
             # Django would quietly answer "No action selected"; a forged POST is worth a record.
-            audit_denied(request, action=AuditAction.ROTATION_REQUEST_DENIED)
+            audit_denied(
+                request,
+                action=AuditAction.ROTATION_REQUEST_DENIED,
+                details={
+                    "selected": len(request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)),
+                    "select_across": request.POST.get("select_across") == "1",
+                },
+            )
             raise PermissionDenied
         return super().changelist_view(request, extra_context)
 
