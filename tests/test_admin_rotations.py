@@ -403,3 +403,14 @@ def test_it_shows_no_secret_value_on_any_admin_page_after_a_push(client, root, f
         assert not leaked, url
     confirmation = client.post(CHANGELIST, action_post([r.pk for r in resources]))
     assert not [value for value in values if value in confirmation.content.decode()]
+
+
+def test_it_requires_a_csrf_token_for_the_buttons(alice, resources):
+    from django.test import Client
+
+    batch = request_batch(Client(), alice, resources)
+    strict = Client(enforce_csrf_checks=True)
+    login(strict, alice)
+    response = strict.post(reverse("admin:rotation_batch_cancel", args=[batch.pk]))
+    assert response.status_code == 403
+    assert not batch.rotations.filter(state=Rotation.State.CANCELLED).exists()
