@@ -182,7 +182,7 @@ def _rolled_back_leftovers_expire() -> int:
     for version_id in list(leftovers):
         with transaction.atomic():
             version = (
-                CredentialVersion.objects.select_for_update(skip_locked=True)
+                CredentialVersion.objects.select_for_update(skip_locked=True, of=("self",))
                 .select_related("resource__installation", "rotation")
                 .filter(pk=version_id, stage=CredentialVersion.Stage.PREVIOUS)
                 .first()
