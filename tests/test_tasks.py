@@ -106,7 +106,7 @@ def test_it_pushes_every_rotation_through_faults(
     fake_vercel.hang_rate = 0.03
     fake_vercel.hang_seconds = 1.0
     fake_vercel.drop_rate = 0.05
-    fake_vercel.rate = 100
+    fake_vercel.rate = 25
     with django_capture_on_commit_callbacks(execute=True):
         batch = services.rotation_request(
             resource_ids=Resource.objects.all(), actor=alice, reason="quarterly", ticket="OPS-7"
@@ -116,7 +116,14 @@ def test_it_pushes_every_rotation_through_faults(
     assert progress["counts"]["awaiting_redeploy"] == 120, progress
     assert progress["done"] and progress["percent"] == 100
     stats = fake_vercel.stats
-    assert stats["dropped"] and stats["hung"]
+    assert stats["dropped"] and stats["hung"] and stats["rate_limited"]
+    # Each 429 was waited out for at least the stand-in's Retry-After (1 s), in the worker.
+    waits = [
+        event.details
+        for event in AuditEvent.objects.filter(action="rotation.push_deferred")
+        if event.details["status"] == 429
+    ]
+    assert waits and all(w["wait_seconds"] >= 1.0 and w["in_worker"] for w in waits)
     assert any(status >= 500 for status in stats["by_status"])
     # Both endpoints were used, each for its own installation.
     paths = {request.path for request in fake_vercel.requests}
