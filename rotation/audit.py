@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -155,6 +156,7 @@ def clean_details(value: Any) -> Any:
     return clean_text(value)
 
 
+@functools.lru_cache(maxsize=4096)
 def clean_ip(value: Any) -> str | None:
     """A valid IP address (without IPv6 zone) or None; anything else is not stored."""
     if not value:

@@ -38,6 +38,7 @@ def read_urls(event):
         CHANGELIST,
         CHANGELIST + "?action=installation.changed&outcome=success&actor_type=system",
         CHANGELIST + "?q=SUP-7",
+        CHANGELIST + "?rotation_ref=41",
         reverse("admin:rotation_auditevent_change", args=[event.pk]),
         reverse("admin:rotation_auditevent_history", args=[event.pk]),
         reverse("admin:rotation_auditevent_rotation", args=[41]),
