@@ -224,6 +224,18 @@ def pipeline_run(client, installation, count: int) -> tuple[float, object]:
     return finished - started, batch
 
 
+def push_spread(batch) -> str:
+    """Where the time went: first and last push, counted from the batch's creation."""
+    from django.db.models import Max, Min
+
+    spread = batch.rotations.aggregate(first=Min("pushed_at"), last=Max("pushed_at"))
+    if spread["first"] is None:
+        return "no push recorded"
+    first = (spread["first"] - batch.created_at).total_seconds()
+    last = (spread["last"] - batch.created_at).total_seconds()
+    return f"first push {first:.2f} s after the batch was recorded, last push {last:.2f} s"
+
+
 def main() -> None:
     args = parse_args()
     parts = set(args.only or ["a", "b", "c"])
@@ -275,6 +287,7 @@ def main() -> None:
                     f"loop of the same 1,000 PUTs: {loop:.2f} s; ratio {e2e / loop:.2f} "
                     f"(target <= 2.0); failed: {failed}"
                 )
+                print(f"    {push_spread(batch)}")
             if "c" in parts:
                 fake.rate = args.rate
                 fake.reset_stats()
