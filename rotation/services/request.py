@@ -111,7 +111,7 @@ def rotation_request_preview(
 
 
 def _rotations_insert(*, template: Rotation, candidates: list[Candidate]) -> None:
-    """Rows like `template`, one per candidate, by one prepared INSERT run with executemany.
+    """Rows like `template`, one per candidate, in one statement (PostgreSQL) or one executemany.
 
     `bulk_create` prepares every field of every row in Python, which costs seconds at 10,000
     rows; here the fields are prepared once and only `resource_id` changes.
@@ -122,17 +122,29 @@ def _rotations_insert(*, template: Rotation, candidates: list[Candidate]) -> Non
     ]
     resource_at = fields.index(Rotation._meta.get_field("resource"))
     quote = connection.ops.quote_name
-    sql = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608 (names from the model)
-        quote(Rotation._meta.db_table),
-        ", ".join(quote(field.column) for field in fields),
-        ", ".join(["%s"] * len(fields)),
-    )
-    rows = []
-    for candidate in candidates:
-        row = list(values)
-        row[resource_at] = candidate.pk
-        rows.append(row)
+    table = quote(Rotation._meta.db_table)
+    columns = ", ".join(quote(field.column) for field in fields)
+    resource_ids = [candidate.pk for candidate in candidates]
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # Constants typed by cast; the resource ids come in as one array.
+            select = ", ".join(
+                "ids.id" if index == resource_at else f"%s::{field.db_type(connection)}"
+                for index, field in enumerate(fields)
+            )
+            constants = [value for index, value in enumerate(values) if index != resource_at]
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) SELECT {select} "  # noqa: S608 (model names)
+                "FROM unnest(%s::bigint[]) AS ids(id)",
+                [*constants, resource_ids],
+            )
+            return
+        sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
+        rows = []
+        for resource_id in resource_ids:
+            row = list(values)
+            row[resource_at] = resource_id
+            rows.append(row)
         for chunk in chunked(rows, BULK_SIZE * 4):
             cursor.executemany(sql, chunk)
 
