@@ -14,6 +14,7 @@ from django.db import connection
 from rotation.models import Resource, RotationBatch
 from rotation.roles import SUPPORT, roles_sync
 from rotation.selectors import PUSHED_STATES
+from rotation.services import rotation_request
 from tests.conftest import PASSWORD, make_installation, make_user
 
 pytestmark = pytest.mark.browser
@@ -144,3 +145,39 @@ def test_it_rotates_three_resources_from_the_browser(
         for secret in pushed:
             values = [secret["value"], *(secret.get("environmentOverrides") or {}).values()]
             assert not [value for value in values if value in html]
+
+
+def test_it_selects_all_matching_resources_across_pages(live_server, transactional_db):
+    from playwright.sync_api import expect
+
+    roles_sync()
+    support = make_user("support", group=SUPPORT)
+    installation = make_installation("icfg_many", resources=130)
+    make_installation("icfg_other", resources=3)
+    busy = Resource.objects.filter(installation=installation).order_by("pk").first()
+    rotation_request(resource_ids=[busy.pk], actor=support, reason="an earlier request")
+
+    with chromium_page() as page:
+        page.goto(f"{live_server.url}/admin/login/")
+        page.fill("#id_username", "support")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        page.goto(
+            f"{live_server.url}/admin/rotation/resource/?installation__id__exact={installation.pk}"
+        )
+        page.check("#action-toggle")
+        page.click(".actions .question a")  # Django's "Select all 130 resources"
+        page.select_option("select[name=action]", "rotate_and_push")
+        page.click("button[name=index]")
+
+        expect(page.locator("#rotate-count")).to_have_text("130")
+        expect(page.locator("#rotate-will")).to_have_text("129")
+        expect(page.locator("#rotate-refused")).to_contain_text(busy.vercel_id)
+        page.fill("textarea[name=reason]", "Browser test: select all")
+        page.click("#rotate-confirm")
+        expect(page.locator("#batch-progress")).to_be_visible()
+
+    batch = RotationBatch.objects.order_by("-pk").first()
+    assert batch.rotations.count() == 129
+    assert not batch.rotations.exclude(resource__installation=installation).exists()
+    assert [item["resource"] for item in batch.refused] == [busy.pk]
