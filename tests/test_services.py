@@ -259,6 +259,8 @@ def test_it_never_pushes_a_cancelled_rotation(alice, fake_vercel, installation):
     services.rotation_cancel(rotation=rotation, actor=alice)
     assert services.rotation_push(rotation_id=rotation.pk) == State.CANCELLED
     assert fake_vercel.stats["total"] == 0
+    skipped = AuditEvent.objects.get(action=AuditAction.ROTATION_PUSH_SKIPPED)
+    assert skipped.details["rotations"] == [rotation.pk]
     version = CredentialVersion.objects.get(resource=resource)
     assert version.stage == "expired"
     assert bytes(version.secrets_encrypted) == b""

@@ -70,6 +70,17 @@ def _claim(rotation_ids: list[int]) -> tuple[list[_Push], dict[int, str]]:
         states = {rotation.pk: rotation.state for rotation in rotations}
         now = timezone.now()
         claimable = [rotation for rotation in rotations if _claimable(rotation, now)]
+        stopped = [r for r in rotations if r.state in (State.CANCELLED, State.ROLLED_BACK)]
+        if stopped:
+            # Evidence that a stopped rotation met its (stale) push task and was not pushed.
+            audit_record(
+                action=AuditAction.ROTATION_PUSH_SKIPPED,
+                batch=stopped[0].batch_id,
+                details={
+                    "rotations": [r.pk for r in stopped],
+                    "states": [r.state for r in stopped],
+                },
+            )
         pendings = {
             version.rotation_id: version
             for version in CredentialVersion.objects.filter(
