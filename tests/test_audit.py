@@ -299,3 +299,33 @@ def test_it_keeps_one_chain_with_eight_concurrent_writers():
     assert len(seen) == threads_count * per_thread
     report = audit_log_verify(chunk_size=50)
     assert report.intact and report.count == threads_count * per_thread
+
+
+def test_it_records_a_permission_denial_with_who_and_where(rf, alice):
+    from rotation.audit import audit_denied
+
+    request = rf.post("/admin/rotation/resource/", REMOTE_ADDR="2001:DB8::0001")
+    request.user = alice
+    event = audit_denied(
+        request,
+        action=AuditAction.INSTALLATION_CHANGED,
+        installation="icfg_x",
+        details={"needed": "rotation.change_installation"},
+    )
+    assert (event.outcome, event.actor_username, event.source_ip) == (
+        "denied",
+        "alice",
+        "2001:db8::1",
+    )
+    assert event.reason == "permission denied"
+    assert AuditEvent.objects.get(pk=event.pk).hash == event_hash(event)
+
+
+def test_it_refuses_an_empty_value_to_fingerprint(db, monkeypatch):
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    with pytest.raises(CommandError, match="no value"):
+        call_command("audit_fingerprint")
