@@ -190,6 +190,11 @@ def test_it_hands_the_rest_of_a_chunk_to_a_new_task_when_out_of_time(alice, flee
     queued = [SignedPackage.loads(entry.payload) for entry in OrmQ.objects.all()]
     assert [task["args"] for task in queued] == [(ids,)]
     assert queued[0]["func"] == "rotation.tasks.rotations_process"
+    # Handed back, due at once for the continuation; the sweeper does not double it.
+    assert set(batch.rotations.filter(pk__in=ids).values_list("state", "attempts")) == {
+        (State.PUSHING, 0)
+    }
+    assert services.rotations_requeue_stuck() == []
 
 
 def test_it_fans_out_one_task_per_fifty_rotations(alice, fleet):

@@ -121,8 +121,10 @@ def _claim(rotation_ids: list[int]) -> tuple[list[_Push], dict[int, str]]:
 def _release(pushes: list[_Push]) -> list[int]:
     """Hand claimed but unsent rotations back: due now, for the next task to claim."""
     ids = [push.rotation.pk for push in pushes]
+    now = timezone.now()
+    # state_changed_at == next_attempt_at: the sweeper leaves them to the continuation task.
     Rotation.objects.filter(pk__in=ids, state=State.PUSHING).update(
-        next_attempt_at=timezone.now(), attempts=F("attempts") - 1
+        next_attempt_at=now, state_changed_at=now, attempts=F("attempts") - 1
     )
     return ids
 

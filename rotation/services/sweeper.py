@@ -54,7 +54,7 @@ def rotations_requeue_stuck(*, now: Any = None) -> list[int]:
             )
         ids_sorted = sorted(ids)
         for chunk in chunked(ids_sorted, IN_CHUNK):
-            # Dead pushes become due now, so `_push_begin` accepts them.
+            # Dead pushes become due now, so `_claim` accepts them.
             Rotation.objects.filter(
                 pk__in=chunk, state=State.PUSHING, next_attempt_at__isnull=True
             ).update(next_attempt_at=now)
