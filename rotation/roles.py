@@ -1,22 +1,36 @@
-"""The staff roles, as groups with fixed permissions; data migrations and seed_demo apply them."""
+"""The staff roles, as groups with fixed permissions.
+
+Data migrations create the groups with a frozen copy of their permissions (a migration must
+not depend on today's list); `roles_sync()` applies this, the current definition, and a test
+checks that the migrations arrive at it.
+"""
 
 from typing import Any
 
 SUPPORT = "Support"
+SUPPORT_LEAD = "Support lead"
 COMPLIANCE = "Compliance"
+
+SUPPORT_PERMISSIONS = [
+    ("rotation", "view_installation"),
+    ("rotation", "view_resource"),
+    ("rotation", "view_connectedproject"),
+    ("rotation", "view_rotation"),
+    ("rotation", "view_rotationbatch"),
+    ("rotation", "rotate_resource"),
+    ("rotation", "cancel_rotation"),
+    ("rotation", "retry_rotation"),
+    ("rotation", "confirm_redeploy"),
+]
 
 # (app_label, codename) pairs each group holds; anything not listed is removed on sync.
 ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
-    SUPPORT: [
-        ("rotation", "view_installation"),
-        ("rotation", "view_resource"),
-        ("rotation", "view_connectedproject"),
-        ("rotation", "view_rotation"),
-        ("rotation", "view_rotationbatch"),
-        ("rotation", "rotate_resource"),
-        ("rotation", "cancel_rotation"),
-        ("rotation", "retry_rotation"),
-        ("rotation", "confirm_redeploy"),
+    SUPPORT: SUPPORT_PERMISSIONS,
+    # Emergency rotations and rollbacks are for leads: they cut customers off or undo a push.
+    SUPPORT_LEAD: [
+        *SUPPORT_PERMISSIONS,
+        ("rotation", "rotate_resource_emergency"),
+        ("rotation", "rollback_rotation"),
     ],
     COMPLIANCE: [
         ("rotation", "view_auditevent"),
@@ -25,15 +39,16 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
 }
 
 
-def roles_sync(apps: Any = None) -> None:
+def roles_sync(apps: Any = None, roles: dict[str, list[tuple[str, str]]] | None = None) -> None:
     """Create the groups and set exactly their permissions (works inside migrations too)."""
+    roles = ROLE_PERMISSIONS if roles is None else roles
     if apps is None:
         from django.apps import apps as global_apps
 
         apps = global_apps
     group_model = apps.get_model("auth", "Group")
     permission_model = apps.get_model("auth", "Permission")
-    for group_name, pairs in ROLE_PERMISSIONS.items():
+    for group_name, pairs in roles.items():
         group, _ = group_model.objects.get_or_create(name=group_name)
         permissions = []
         for app_label, codename in pairs:

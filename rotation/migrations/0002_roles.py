@@ -3,6 +3,25 @@
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
+# Frozen as of this migration; later role changes come in later migrations.
+ROLES = {
+    "Support": [
+        ("rotation", "view_installation"),
+        ("rotation", "view_resource"),
+        ("rotation", "view_connectedproject"),
+        ("rotation", "view_rotation"),
+        ("rotation", "view_rotationbatch"),
+        ("rotation", "rotate_resource"),
+        ("rotation", "cancel_rotation"),
+        ("rotation", "retry_rotation"),
+        ("rotation", "confirm_redeploy"),
+    ],
+    "Compliance": [
+        ("rotation", "view_auditevent"),
+        ("rotation", "export_auditevent"),
+    ],
+}
+
 
 def apply_roles(apps, schema_editor):
     # Permissions are normally created after migrate; make sure they exist now.
@@ -12,7 +31,7 @@ def apply_roles(apps, schema_editor):
         app_config.models_module = None
     from rotation.roles import roles_sync
 
-    roles_sync(apps)
+    roles_sync(apps, ROLES)
 
 
 class Migration(migrations.Migration):
