@@ -11,11 +11,12 @@ from django.db import transaction
 
 from rotation.contract import ENVIRONMENTS
 from rotation.models import ConnectedProject, CredentialVersion, Installation, Resource
-from rotation.roles import COMPLIANCE, SUPPORT, roles_sync
+from rotation.roles import COMPLIANCE, SUPPORT, SUPPORT_LEAD, roles_sync
 
 # Demo-only credentials, printed by seed_demo and stated in the README.
 DEMO_USERS = [
     ("support", "support-demo-password", SUPPORT, False),
+    ("lead", "lead-demo-password", SUPPORT_LEAD, False),
     ("compliance", "compliance-demo-password", COMPLIANCE, False),
     ("admin", "admin-demo-password", None, True),
 ]

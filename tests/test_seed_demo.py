@@ -17,6 +17,8 @@ def test_it_seeds_users_installations_and_resources_once(db, capsys):
     users = get_user_model().objects
     assert users.get(username="support").groups.get().name == "Support"
     assert users.get(username="compliance").groups.get().name == "Compliance"
+    assert users.get(username="lead").has_perm("rotation.rollback_rotation")
+    assert not users.get(username="support").has_perm("rotation.rollback_rotation")
     assert users.get(username="admin").is_superuser
     assert Installation.objects.count() == 3
     assert Installation.objects.filter(endpoint="deprecated").count() == 1
