@@ -191,7 +191,12 @@ class AuditEventAdmin(admin.ModelAdmin):
     list_display_links = ["id", "created_at"]
     list_filter = ["action", "outcome", "actor_type", ActorFilter, InstallationFilter]
     date_hierarchy = "created_at"
-    search_fields = ["=resource_ref", "=rotation_ref", "=ticket", "=installation_ref"]
+    search_fields = [
+        "resource_ref__exact",
+        "rotation_ref__exact",
+        "ticket__exact",
+        "installation_ref__exact",
+    ]
     search_help_text = "Exact resource id, rotation id, ticket or installation id."
     # Newest first by time: the created_at index serves date ranges and filters alike
     # (ordering by id alone makes PostgreSQL walk the whole pk index for a past month).

@@ -48,7 +48,7 @@ class InstallationAdmin(admin.ModelAdmin):
         "resource_count",
     ]
     list_filter = ["endpoint", "status"]
-    search_fields = ["=vercel_id", "name", "=team_id", "contact_email"]
+    search_fields = ["vercel_id__exact", "name", "team_id__exact", "contact_email"]
     readonly_fields = ["token_status", "created_at", "updated_at", "removed_at"]
     fieldsets = [
         (None, {"fields": ["vercel_id", "name", "team_id", "contact_email"]}),
@@ -116,7 +116,7 @@ class ResourceAdmin(RotateActionMixin, admin.ModelAdmin):
     list_display = ["vercel_id", "name", "product", "installation_link", "status", "updated_at"]
     list_filter = ["status", "product", "installation__endpoint", "installation"]
     list_select_related = ["installation"]
-    search_fields = ["=vercel_id", "name", "=installation__vercel_id", "installation__name"]
+    search_fields = ["vercel_id__exact", "name", "installation__vercel_id__exact"]
     readonly_fields = ["created_at", "updated_at", "secret_names"]
     raw_id_fields = ["installation"]
     fields = [
