@@ -2,6 +2,7 @@
 
 import datetime as dt
 import decimal
+import itertools
 import uuid
 
 import pytest
@@ -11,6 +12,7 @@ from rotation.audit import (
     GENESIS_HASH,
     AuditAction,
     audit_record,
+    audit_record_many,
     event_hash,
     fingerprint,
 )
@@ -277,6 +279,17 @@ def test_it_keeps_one_chain_with_eight_concurrent_writers():
     def writer(number):
         try:
             barrier.wait()
+            if number % 2:  # half the writers append five events at a time
+                for start in range(0, per_thread, 5):
+                    with transaction.atomic():
+                        audit_record_many(
+                            {
+                                "action": AuditAction.INSTALLATION_CHANGED,
+                                "details": {"writer": number, "index": index},
+                            }
+                            for index in range(start, start + 5)
+                        )
+                return
             for index in range(per_thread):
                 with transaction.atomic():
                     audit_record(
@@ -299,6 +312,31 @@ def test_it_keeps_one_chain_with_eight_concurrent_writers():
     assert len(seen) == threads_count * per_thread
     report = audit_log_verify(chunk_size=50)
     assert report.intact and report.count == threads_count * per_thread
+
+
+def test_it_appends_many_events_in_order_in_one_go(db, django_assert_max_num_queries):
+    audit_record(action=AuditAction.INSTALLATION_CHANGED, reason="before")
+    with django_assert_max_num_queries(8), transaction.atomic():
+        events = audit_record_many(
+            {"action": AuditAction.RESOURCE_CHANGED, "resource": f"res_{index}"}
+            for index in range(40)
+        )
+    audit_record(action=AuditAction.INSTALLATION_CHANGED, reason="after")
+    stored = list(AuditEvent.objects.order_by("id"))
+    assert [event.resource_ref for event in stored[1:41]] == [f"res_{i}" for i in range(40)]
+    assert [event.pk for event in events] == [event.pk for event in stored[1:41]]
+    for previous, event in itertools.pairwise(stored):
+        assert event.prev_hash == previous.hash
+    assert audit_log_verify().intact
+    assert audit_record_many([]) == []
+
+
+def test_it_appends_nothing_when_one_of_many_events_is_invalid(db):
+    with pytest.raises(ValueError, match="unknown audit action"):
+        audit_record_many(
+            [{"action": AuditAction.RESOURCE_CHANGED}, {"action": "rotation.made_up"}]
+        )
+    assert not AuditEvent.objects.exists()
 
 
 def test_it_records_a_permission_denial_with_who_and_where(rf, alice):
