@@ -24,6 +24,7 @@ from rotation.redeploy.tracking import (
     rotation_confirm_redeploy,
     rotation_mark_project_redeployed,
     rotation_redeploy_begin,
+    rotations_redeploy_begin,
 )
 
 __all__ = [
@@ -44,5 +45,6 @@ __all__ = [
     "rotation_rollback",
     "rotations_escalate_due",
     "rotations_expire_due",
+    "rotations_redeploy_begin",
     "webhook_event_handle",
 ]

@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from rotation.audit import AuditAction, audit_record
+from rotation.audit import AuditAction, audit_record, audit_record_many
 from rotation.models import (
     AuditEvent,
     ConnectedProject,
@@ -43,75 +42,105 @@ def short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:ERROR_LIMIT]
 
 
-def rotation_redeploy_begin(*, rotation: Rotation) -> None:
-    """Snapshot the projects to wait for, set the deadline and plan reminders; idempotent."""
-    now = timezone.now()
-    pushed_at = rotation.pushed_at or now
-    projects = ConnectedProject.objects.filter(
-        resource_id=rotation.resource_id, connected_at__lte=pushed_at
-    ).filter(Q(disconnected_at__isnull=True) | Q(disconnected_at__gt=pushed_at))
-    RedeployCheck.objects.bulk_create(
-        [
-            RedeployCheck(rotation=rotation, project_id=p.project_id, connected_at=p.connected_at)
-            for p in projects
-        ],
-        ignore_conflicts=True,
+def _reminders_for(rotation: Rotation, pushed_at: datetime, deadline: datetime) -> list[Reminder]:
+    if rotation.emergency:
+        return []
+    reminders = [
+        Reminder(
+            rotation=rotation,
+            step=f"day-{days:g}",
+            kind=Reminder.Kind.CUSTOMER,
+            due_at=pushed_at + timedelta(days=days),
+        )
+        for days in sorted(set(settings.ROTATION_REMINDER_DAYS))
+        if pushed_at + timedelta(days=days) < deadline
+    ]
+    escalate_at = deadline - timedelta(hours=settings.ROTATION_ESCALATION_HOURS_BEFORE_DEADLINE)
+    reminders.append(
+        Reminder(
+            rotation=rotation,
+            step="escalation",
+            kind=Reminder.Kind.ESCALATION,
+            due_at=max(escalate_at, pushed_at),
+        )
     )
-    if rotation.redeploy_deadline_at is None:
-        rotation.redeploy_deadline_at = pushed_at + timedelta(
-            days=settings.ROTATION_REDEPLOY_GRACE_DAYS
-        )
-        Rotation.objects.filter(pk=rotation.pk).update(
-            redeploy_deadline_at=rotation.redeploy_deadline_at
-        )
-    deadline = rotation.redeploy_deadline_at
-    reminders: list[Reminder] = []
-    if not rotation.emergency:
-        for days in sorted(set(settings.ROTATION_REMINDER_DAYS)):
-            due = pushed_at + timedelta(days=days)
-            if due < deadline:
-                reminders.append(
-                    Reminder(
-                        rotation=rotation,
-                        step=f"day-{days:g}",
-                        kind=Reminder.Kind.CUSTOMER,
-                        due_at=due,
-                    )
-                )
-        escalate_at = deadline - timedelta(hours=settings.ROTATION_ESCALATION_HOURS_BEFORE_DEADLINE)
+    if not settings.ROTATION_EXPIRE_ON_DEADLINE:  # otherwise expiry, not a warning, is due
         reminders.append(
             Reminder(
-                rotation=rotation,
-                step="escalation",
-                kind=Reminder.Kind.ESCALATION,
-                due_at=max(escalate_at, pushed_at),
+                rotation=rotation, step="overdue", kind=Reminder.Kind.ESCALATION, due_at=deadline
             )
         )
-        if not settings.ROTATION_EXPIRE_ON_DEADLINE:  # otherwise expiry, not a warning, is due
-            reminders.append(
-                Reminder(
-                    rotation=rotation,
-                    step="overdue",
-                    kind=Reminder.Kind.ESCALATION,
-                    due_at=deadline,
-                )
+    return reminders
+
+
+def rotations_redeploy_begin(*, rotations: list[Rotation]) -> None:
+    """Snapshot the projects to wait for, set deadlines and plan reminders; idempotent.
+
+    Works on a group of just-pushed rotations with a fixed number of queries, because the
+    push pipeline records its successes a group at a time.
+    """
+    if not rotations:
+        return
+    now = timezone.now()
+    pushed = {rotation.pk: rotation.pushed_at or now for rotation in rotations}
+    connected: dict[int, list[ConnectedProject]] = {}
+    for project in ConnectedProject.objects.filter(
+        resource_id__in={rotation.resource_id for rotation in rotations},
+        connected_at__lte=max(pushed.values()),
+    ):
+        connected.setdefault(project.resource_id, []).append(project)
+    checks: list[RedeployCheck] = []
+    reminders: list[Reminder] = []
+    new_deadlines: dict[datetime, list[int]] = {}
+    audit_entries: list[dict[str, Any]] = []
+    for rotation in rotations:
+        pushed_at = pushed[rotation.pk]
+        projects = [
+            p
+            for p in connected.get(rotation.resource_id, [])
+            if p.connected_at <= pushed_at
+            and (p.disconnected_at is None or p.disconnected_at > pushed_at)
+        ]
+        checks += [
+            RedeployCheck(rotation=rotation, project_id=p.project_id, connected_at=p.connected_at)
+            for p in projects
+        ]
+        if rotation.redeploy_deadline_at is None:
+            rotation.redeploy_deadline_at = pushed_at + timedelta(
+                days=settings.ROTATION_REDEPLOY_GRACE_DAYS
             )
+            new_deadlines.setdefault(rotation.redeploy_deadline_at, []).append(rotation.pk)
+        deadline = rotation.redeploy_deadline_at
+        planned = _reminders_for(rotation, pushed_at, deadline)
+        reminders += planned
+        audit_entries.append(
+            {
+                "action": AuditAction.REDEPLOY_STARTED,
+                "actor_type": SYSTEM,
+                "resource": rotation.resource,
+                "rotation": rotation,
+                "details": {
+                    "projects": sorted(p.project_id for p in projects),
+                    "deadline": deadline.isoformat(),
+                    "emergency": rotation.emergency,
+                    "reminders": [r.step for r in planned],
+                },
+            }
+        )
+    RedeployCheck.objects.bulk_create(checks, ignore_conflicts=True)
+    for deadline, pks in new_deadlines.items():
+        Rotation.objects.filter(pk__in=pks).update(redeploy_deadline_at=deadline)
     Reminder.objects.bulk_create(reminders, ignore_conflicts=True)
-    audit_record(
-        action=AuditAction.REDEPLOY_STARTED,
-        actor_type=SYSTEM,
-        resource=rotation.resource,
-        rotation=rotation,
-        details={
-            "projects": sorted(p.project_id for p in projects),
-            "deadline": deadline.isoformat(),
-            "emergency": rotation.emergency,
-            "reminders": [r.step for r in reminders],
-        },
-    )
-    if rotation.emergency:
-        rotation_id = rotation.pk
-        transaction.on_commit(lambda: _enqueue_expiry(rotation_id))
+    audit_record_many(audit_entries)
+    for rotation in rotations:
+        if rotation.emergency:
+            rotation_id = rotation.pk
+            transaction.on_commit(lambda rotation_id=rotation_id: _enqueue_expiry(rotation_id))
+
+
+def rotation_redeploy_begin(*, rotation: Rotation) -> None:
+    """`rotations_redeploy_begin` for one rotation."""
+    rotations_redeploy_begin(rotations=[rotation])
 
 
 def _enqueue_expiry(rotation_id: int) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from rotation.audit import AuditAction, audit_record
+from rotation.audit import AuditAction, audit_record, audit_record_many
 from rotation.credentials import CredentialProviderError, get_provider
 from rotation.models import CredentialVersion, Rotation
 from rotation.services.common import (
@@ -74,14 +74,16 @@ def rotations_prepare(*, rotation_ids: list[int]) -> dict[int, str]:
                 created.append((rotation, version))
             states[rotation.pk] = State.PREPARING
         CredentialVersion.objects.bulk_create([version for _, version in created])
-        for rotation, version in created:
-            audit_record(
-                action=AuditAction.ROTATION_PREPARED,
-                resource=rotation.resource,
-                rotation=rotation,
-                details={"version": str(version.pk)},
+        audit_record_many(
+            {
+                "action": AuditAction.ROTATION_PREPARED,
+                "resource": rotation.resource,
+                "rotation": rotation,
+                "details": {"version": str(version.pk)},
                 **context(rotation),
-            )
+            }
+            for rotation, version in created
+        )
         started = [
             r.pk for r in todo if r.state == State.REQUESTED and states[r.pk] == State.PREPARING
         ]

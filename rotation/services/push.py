@@ -19,7 +19,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from rotation import vercel
-from rotation.audit import AuditAction, audit_record
+from rotation.audit import AuditAction, audit_record, audit_record_many
 from rotation.credentials import get_provider
 from rotation.crypto import CryptoError
 from rotation.models import CredentialVersion, Installation, Resource, Rotation
@@ -259,7 +259,7 @@ def _send(
 
 def _succeed(pushes: list[_Push]) -> dict[int, str]:
     """pending -> current, current -> previous, for a group; then redeploy tracking begins."""
-    from rotation.redeploy import rotation_redeploy_begin
+    from rotation.redeploy import rotations_redeploy_begin
 
     with transaction.atomic():
         rotations = {
@@ -314,26 +314,30 @@ def _succeed(pushes: list[_Push]) -> dict[int, str]:
             next_attempt_at=None,
             **cleared,
         )
+        entries = []
         for rotation, pending, current in done:
             rotation.state = State.AWAITING_REDEPLOY
             rotation.pushed_at = rotation.state_changed_at = now
             rotation.next_attempt_at = None
             for name, value in cleared.items():
                 setattr(rotation, name, value)
-            audit_record(
-                action=AuditAction.ROTATION_PUSHED,
-                resource=rotation.resource,
-                rotation=rotation,
-                details={
-                    "version": str(pending.pk),
-                    "previous_version": str(current.pk) if current else None,
-                    "attempts": rotation.attempts,
-                    "endpoint": rotation.resource.installation.endpoint,
-                },
-                **context(rotation),
+            entries.append(
+                {
+                    "action": AuditAction.ROTATION_PUSHED,
+                    "resource": rotation.resource,
+                    "rotation": rotation,
+                    "details": {
+                        "version": str(pending.pk),
+                        "previous_version": str(current.pk) if current else None,
+                        "attempts": rotation.attempts,
+                        "endpoint": rotation.resource.installation.endpoint,
+                    },
+                    **context(rotation),
+                }
             )
-            rotation_redeploy_begin(rotation=rotation)
             states[rotation.pk] = State.AWAITING_REDEPLOY
+        audit_record_many(entries)
+        rotations_redeploy_begin(rotations=[rotation for rotation, _, _ in done])
     return states
 
 
