@@ -5,17 +5,18 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from django.db import connection
 
-from rotation.models import Resource, RotationBatch
+from rotation.models import CredentialVersion, Resource, Rotation, RotationBatch
 from rotation.roles import SUPPORT, roles_sync
-from rotation.selectors import PUSHED_STATES
 from rotation.services import rotation_request
 from tests.conftest import PASSWORD, make_installation, make_user
+from tests.redeploy_builders import connect, deployment_event, post_signed
 
 pytestmark = pytest.mark.browser
 
@@ -30,6 +31,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+WEBHOOK_SECRET = "browser-test-webhook-secret"
 # Upper bounds for waiting, not speed assertions: a healthy run finishes in seconds.
 WAIT_MS = 120_000
 
@@ -66,6 +68,13 @@ def chromium_page():
             browser.close()
 
 
+def log_in(page, base_url: str) -> None:
+    page.goto(f"{base_url}/admin/login/")
+    page.fill("#id_username", "support")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+
+
 @pytest.fixture
 def qcluster(live_server, fake_vercel, tmp_path):
     """`manage.py qcluster` in its own process on the test database, pushing to the stand-in."""
@@ -75,6 +84,8 @@ def qcluster(live_server, fake_vercel, tmp_path):
         "VERCEL_API_URL": fake_vercel.url,
         "Q_WORKERS": "2",
         "Q_POLL": "0.1",
+        # Expire as soon as every project has redeployed, so the test sees `completed`.
+        "ROTATION_EXPIRE_SAFETY_DELAY_MINUTES": "0",
     }
     log_path = tmp_path / "qcluster.log"
     with log_path.open("wb") as log:
@@ -98,14 +109,19 @@ def qcluster(live_server, fake_vercel, tmp_path):
 
 
 def test_it_rotates_three_resources_from_the_browser(
-    live_server, transactional_db, fake_vercel, qcluster
+    live_server, transactional_db, fake_vercel, qcluster, settings
 ):
     from playwright.sync_api import expect
 
+    settings.VERCEL_CLIENT_SECRET = WEBHOOK_SECRET
+    settings.ROTATION_EXPIRE_SAFETY_DELAY_MINUTES = 0
     roles_sync()
     make_user("support", group=SUPPORT)
     installation = make_installation("icfg_browser", resources=3, token="vci_browser_token")
     resources = list(Resource.objects.filter(installation=installation).order_by("pk"))
+    for index, resource in enumerate(resources):
+        # One project for the first resource, two for the others.
+        connect(resource, *[f"prj_{index}_{n}" for n in range(1 + (index > 0))])
     fake_vercel.add_installation(
         installation.vercel_id, "vci_browser_token", {r.vercel_id: r.product for r in resources}
     )
@@ -113,10 +129,7 @@ def test_it_rotates_three_resources_from_the_browser(
     ARTIFACTS.mkdir(exist_ok=True)
 
     with chromium_page() as page:
-        page.goto(f"{live_server.url}/admin/login/")
-        page.fill("#id_username", "support")
-        page.fill("#id_password", PASSWORD)
-        page.click("input[type=submit]")
+        log_in(page, live_server.url)
         page.goto(live_server.url + changelist)
         for resource in resources:
             page.check(f"input[name=_selected_action][value='{resource.pk}']")
@@ -134,17 +147,54 @@ def test_it_rotates_three_resources_from_the_browser(
         page.screenshot(path=str(ARTIFACTS / "browser_rotate_and_push.png"), full_page=True)
         html = page.content()
 
+    # Vercel tells us, one signed webhook per connected project, that each redeployed.
+    webhook_url = live_server.url + "/webhooks/vercel/"
+    rotations = list(RotationBatch.objects.get().rotations.select_related("resource"))
+    for rotation in rotations:
+        for project in rotation.resource.connected_projects.all():
+            delivery = deployment_event(
+                rotation.resource,
+                project.project_id,
+                rotation.pushed_at + timedelta(seconds=5),
+                f"evt_{project.project_id}",
+            )
+            assert post_signed(webhook_url, delivery, "not-the-secret").status_code == 403
+            response = post_signed(webhook_url, delivery, WEBHOOK_SECRET)
+            assert response.status_code == 200, response.text
+
+    rotation_url = f"{live_server.url}/admin/rotation/rotation/{rotations[-1].pk}/change/"
+    with chromium_page() as page:
+        log_in(page, live_server.url)
+        page.goto(rotation_url)
+        for _ in range(WAIT_MS // 500):  # the qcluster expires the old credentials meanwhile
+            if "Completed" in page.locator("#content").inner_text():
+                break
+            page.wait_for_timeout(500)
+            page.reload()
+        expect(page.locator("#content")).to_contain_text("Completed")
+        page.screenshot(path=str(ARTIFACTS / "browser_rotation_completed.png"), full_page=True)
+        rotation_html = page.content()
+
     batch = RotationBatch.objects.get()
+    states = set(batch.rotations.values_list("state", flat=True))
+    assert states == {Rotation.State.COMPLETED}, states
+    # The old credentials were expired and their ciphertext wiped.
+    assert not CredentialVersion.objects.filter(
+        resource__in=resources, stage=CredentialVersion.Stage.PREVIOUS
+    ).exists()
+    assert set(
+        CredentialVersion.objects.filter(resource__in=resources, stage="expired").values_list(
+            "secrets_encrypted", flat=True
+        )
+    ) <= {b""}
     assert batch.requested_by.username == "support"
     assert batch.ticket == "OPS-42"
-    states = set(batch.rotations.values_list("state", flat=True))
-    assert states <= set(PUSHED_STATES), states
     for resource in resources:
         pushed = fake_vercel.secrets_of(installation.vercel_id, resource.vercel_id)
         assert pushed, f"nothing pushed for {resource.vercel_id}"
         for secret in pushed:
             values = [secret["value"], *(secret.get("environmentOverrides") or {}).values()]
-            assert not [value for value in values if value in html]
+            assert not [value for value in values if value in html + rotation_html]
 
 
 def test_it_selects_all_matching_resources_across_pages(live_server, transactional_db):
@@ -158,10 +208,7 @@ def test_it_selects_all_matching_resources_across_pages(live_server, transaction
     rotation_request(resource_ids=[busy.pk], actor=support, reason="an earlier request")
 
     with chromium_page() as page:
-        page.goto(f"{live_server.url}/admin/login/")
-        page.fill("#id_username", "support")
-        page.fill("#id_password", PASSWORD)
-        page.click("input[type=submit]")
+        log_in(page, live_server.url)
         page.goto(
             f"{live_server.url}/admin/rotation/resource/?installation__id__exact={installation.pk}"
         )
