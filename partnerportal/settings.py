@@ -150,15 +150,13 @@ ROTATION_ESCALATION_HOURS_BEFORE_DEADLINE = env.float(
 # Empty: staff users holding rotation.confirm_redeploy (with an email address) are told.
 ROTATION_ESCALATION_EMAILS = env.list("ROTATION_ESCALATION_EMAILS", default=[])
 ROTATION_EXPIRE_ON_DEADLINE = env.bool("ROTATION_EXPIRE_ON_DEADLINE", default=False)
-ROTATION_EXPIRE_SAFETY_DELAY_MINUTES = env.float(
-    "ROTATION_EXPIRE_SAFETY_DELAY_MINUTES", default=10
-)
+ROTATION_EXPIRE_SAFETY_DELAY_MINUTES = env.float("ROTATION_EXPIRE_SAFETY_DELAY_MINUTES", default=10)
 ROTATION_EXPIRE_RETRY_MINUTES = env.float("ROTATION_EXPIRE_RETRY_MINUTES", default=5)
 ROTATION_REMINDER_MAX_ATTEMPTS = env.int("ROTATION_REMINDER_MAX_ATTEMPTS", default=5)
 # Deployment targets that count as a redeploy; empty means any target.
 ROTATION_REDEPLOY_TARGETS = env.list("ROTATION_REDEPLOY_TARGETS", default=[])
 
-# Rotate and push (rotation/services.py): bounded push attempts; waits up to
+# Rotate and push (rotation.services): bounded push attempts; waits up to
 # ROTATION_PUSH_INLINE_WAIT_MAX seconds happen in the worker, longer ones via the sweeper.
 ROTATION_PUSH_MAX_ATTEMPTS = env.int("ROTATION_PUSH_MAX_ATTEMPTS", default=8)
 ROTATION_PUSH_INLINE_WAIT_MAX = env.float("ROTATION_PUSH_INLINE_WAIT_MAX", default=10.0)
