@@ -38,26 +38,6 @@ ACTIONS = [
     "auth.login",
     "resource.changed",
 ]
-COLUMNS = (
-    "created_at",
-    "actor_type",
-    "actor_user_id",
-    "actor_username",
-    "action",
-    "outcome",
-    "installation_ref",
-    "resource_ref",
-    "rotation_ref",
-    "batch_ref",
-    "reason",
-    "ticket",
-    "source_ip",
-    "user_agent",
-    "request_id",
-    "details",
-    "prev_hash",
-    "hash",
-)
 
 
 def parse_args() -> argparse.Namespace:
@@ -103,6 +83,8 @@ def event_rows(count: int):
     """Rows of a valid chain, oldest first, with the app's canonical hash."""
     from rotation.audit import GENESIS_HASH, canonical_hash
 
+    names = stored_columns()
+
     start = dt.datetime(2026, 7, 1, tzinfo=dt.UTC)
     step = dt.timedelta(days=140) / count
     prev = GENESIS_HASH
@@ -130,16 +112,23 @@ def event_rows(count: int):
         }
         values["hash"] = canonical_hash(values)
         prev = values["hash"]
-        row = [values[name] for name in COLUMNS]
-        row[COLUMNS.index("details")] = json.dumps(values["details"])
+        row = [values[name] for name in names]
+        row[names.index("details")] = json.dumps(values["details"])
         yield row
+
+
+def stored_columns() -> tuple[str, ...]:
+    """Every column of an event but its id, in the order the chain hashes them."""
+    from rotation.audit import HASHED_FIELDS
+
+    return (*HASHED_FIELDS, "hash")
 
 
 def fill(count: int) -> float:
     from django.db import connection, transaction
 
     started = time.perf_counter()
-    columns = ", ".join(COLUMNS)
+    columns = ", ".join(stored_columns())
     with transaction.atomic():
         connection.ensure_connection()
         with connection.connection.cursor() as cursor:

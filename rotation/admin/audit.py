@@ -28,30 +28,10 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from rotation.audit import AuditAction, audit_denied, audit_record
+from rotation.audit import HASHED_FIELDS, AuditAction, audit_denied, audit_record
 from rotation.models import AuditEvent, Installation
 
-EXPORT_FIELDS = (
-    "id",
-    "created_at",
-    "actor_type",
-    "actor_user_id",
-    "actor_username",
-    "action",
-    "outcome",
-    "installation_ref",
-    "resource_ref",
-    "rotation_ref",
-    "batch_ref",
-    "reason",
-    "ticket",
-    "source_ip",
-    "user_agent",
-    "request_id",
-    "details",
-    "prev_hash",
-    "hash",
-)
+EXPORT_FIELDS = ("id", *HASHED_FIELDS, "hash")
 EXPORT_CHUNK_SIZE = 2000
 # Characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection").
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
