@@ -399,6 +399,17 @@ def test_it_lists_known_resources_before_any_push_and_caps_the_page(fake, http):
     assert "101 more resources not shown" in page
 
 
+def test_it_lists_resources_with_pushed_secrets_first(fake, http):
+    fake.add_installation("icfg_a", TOKEN, {f"res_{i:03}": "pg" for i in range(400)})
+    fake.add_installation("icfg_zz", TOKEN, {"res_pushed": "pg"})
+    fake.set_secrets("icfg_zz", "res_pushed", [{"name": "PGPASSWORD", "value": VALUE}])
+
+    page = http.get(fake.url + "/", timeout=2).text
+
+    assert "<td>icfg_zz</td><td>res_pushed</td>" in page
+    assert page.index("res_pushed") < page.index("res_000")
+
+
 def test_it_masks_short_values_whole():
     assert mask("0123456789ab") == "••••••••89ab"
     assert mask("short") == "••••••••"

@@ -538,7 +538,11 @@ class FakeVercel:
             }
             resources = [
                 (*key, products.get(key, "?"), list(self._secrets.get(key, {}).values()))
-                for key in sorted(set(products) | set(self._secrets))
+                # Resources holding pushed secrets first, so a demo sees its push at the top.
+                for key in sorted(
+                    set(products) | set(self._secrets),
+                    key=lambda key: (not self._secrets.get(key), key),
+                )
             ]
             answer = Answer(200)
             answer.raw = render_page(resources=resources, stats=self.stats)
