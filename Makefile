@@ -3,7 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-DEMO_ENV := VERCEL_API_URL=http://127.0.0.1:8765 VERCEL_CLIENT_SECRET=demo-webhook-secret
+DEMO_ENV := VERCEL_API_URL=http://127.0.0.1:8765 VERCEL_CLIENT_SECRET=demo-webhook-secret \
+	ROTATION_EXPIRE_SAFETY_DELAY_MINUTES=0
 
 .PHONY: demo test lint format check install clean
 
