@@ -254,6 +254,19 @@ def _int_ref(value: Any) -> int | None:
     return None if value in (None, "") else int(value)
 
 
+@functools.cache
+def _known_actions() -> frozenset[str]:
+    # TextChoices.values builds a new list on every access; events are written in bulk.
+    return frozenset(AuditAction.values)
+
+
+@functools.cache
+def _known_outcomes() -> frozenset[str]:
+    from rotation.models import AuditEvent
+
+    return frozenset(AuditEvent.Outcome.values)
+
+
 def _build_event(
     *,
     action: str,
@@ -276,9 +289,9 @@ def _build_event(
     """An unsaved, unchained event; refuses unknown actions and outcomes."""
     from rotation.models import AuditEvent
 
-    if action not in AuditAction.values:
+    if action not in _known_actions():
         raise ValueError(f"unknown audit action {action!r}: add it to rotation.audit.AuditAction")
-    if outcome not in AuditEvent.Outcome.values:
+    if outcome not in _known_outcomes():
         raise ValueError(f"unknown audit outcome {outcome!r}")
     if actor is None and request is not None:
         actor = getattr(request, "user", None)
