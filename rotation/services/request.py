@@ -14,7 +14,9 @@ from rotation.models import Resource, Rotation, RotationBatch
 from rotation.selectors import Candidate, chunked, resource_ids_of, resources_classify
 from rotation.services.common import (
     BULK_SIZE,
+    CHUNK_SIZE,
     FAN_OUT_TASK,
+    enqueue_after_commit,
     has_perm,
     logger,
     refuse,
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
 
     from django.http import HttpRequest
 
+# Batches up to this size enqueue their chunk tasks (at most 20) from the request itself;
+# larger ones leave that to one fan-out task, so a request never enqueues hundreds of tasks.
+INLINE_FAN_OUT_MAX = 20 * CHUNK_SIZE
 PREVIEW_SAMPLE = 20
 PREVIEW_REFUSED_CAP = 200
 
@@ -241,9 +246,13 @@ def rotation_request(
                 "resources": [candidate.vercel_id for candidate in created],
             },
         )
-        if created:
+        if len(created) > INLINE_FAN_OUT_MAX:
             batch_id = batch.pk
             transaction.on_commit(lambda: _enqueue_fan_out(batch_id))
+        elif created:
+            # A few chunk tasks are cheap to enqueue here and save the fan-out task's hop.
+            rotation_ids = list(batch.rotations.order_by("pk").values_list("pk", flat=True))
+            enqueue_after_commit(rotation_ids, group=f"batch-{batch.pk}")
     return batch
 
 
