@@ -73,14 +73,17 @@ def _reminders_for(rotation: Rotation, pushed_at: datetime, deadline: datetime) 
     return reminders
 
 
-def rotations_redeploy_begin(*, rotations: list[Rotation]) -> None:
+def rotations_redeploy_begin(
+    *, rotations: list[Rotation], record_audit: bool = True
+) -> list[dict[str, Any]]:
     """Snapshot the projects to wait for, set deadlines and plan reminders; idempotent.
 
     Works on a group of just-pushed rotations with a fixed number of queries, because the
-    push pipeline records its successes a group at a time.
+    push pipeline records its successes a group at a time. Returns the audit entries; with
+    `record_audit=False` the caller appends them (last, to hold the chain lock briefly).
     """
     if not rotations:
-        return
+        return []
     now = timezone.now()
     pushed = {rotation.pk: rotation.pushed_at or now for rotation in rotations}
     connected: dict[int, list[ConnectedProject]] = {}
@@ -131,11 +134,13 @@ def rotations_redeploy_begin(*, rotations: list[Rotation]) -> None:
     for deadline, pks in new_deadlines.items():
         Rotation.objects.filter(pk__in=pks).update(redeploy_deadline_at=deadline)
     Reminder.objects.bulk_create(reminders, ignore_conflicts=True)
-    audit_record_many(audit_entries)
+    if record_audit:
+        audit_record_many(audit_entries)
     for rotation in rotations:
         if rotation.emergency:
             rotation_id = rotation.pk
             transaction.on_commit(lambda rotation_id=rotation_id: _enqueue_expiry(rotation_id))
+    return audit_entries
 
 
 def rotation_redeploy_begin(*, rotation: Rotation) -> None:

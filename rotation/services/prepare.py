@@ -74,6 +74,13 @@ def rotations_prepare(*, rotation_ids: list[int]) -> dict[int, str]:
                 created.append((rotation, version))
             states[rotation.pk] = State.PREPARING
         CredentialVersion.objects.bulk_create([version for _, version in created])
+        started = [
+            r.pk for r in todo if r.state == State.REQUESTED and states[r.pk] == State.PREPARING
+        ]
+        Rotation.objects.filter(pk__in=started).update(
+            state=State.PREPARING, state_changed_at=timezone.now()
+        )
+        # Last: on PostgreSQL the audit chain's lock is held from here to the commit.
         audit_record_many(
             {
                 "action": AuditAction.ROTATION_PREPARED,
@@ -83,12 +90,6 @@ def rotations_prepare(*, rotation_ids: list[int]) -> dict[int, str]:
                 **context(rotation),
             }
             for rotation, version in created
-        )
-        started = [
-            r.pk for r in todo if r.state == State.REQUESTED and states[r.pk] == State.PREPARING
-        ]
-        Rotation.objects.filter(pk__in=started).update(
-            state=State.PREPARING, state_changed_at=timezone.now()
         )
     return states
 

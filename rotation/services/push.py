@@ -336,8 +336,11 @@ def _succeed(pushes: list[_Push]) -> dict[int, str]:
                 }
             )
             states[rotation.pk] = State.AWAITING_REDEPLOY
+        entries += rotations_redeploy_begin(
+            rotations=[rotation for rotation, _, _ in done], record_audit=False
+        )
+        # Last: on PostgreSQL the audit chain's lock is held from here to the commit.
         audit_record_many(entries)
-        rotations_redeploy_begin(rotations=[rotation for rotation, _, _ in done])
     return states
 
 
