@@ -41,8 +41,11 @@ from rotation.services.common import (
 if TYPE_CHECKING:
     import requests
 
-# Successful pushes are recorded in groups of this many (one transaction per group).
-SUCCESS_GROUP = 25
+# Successful pushes are recorded in groups of this many (one transaction per group): a whole
+# chunk, since every write transaction contends with the other workers. A worker that dies
+# before recording a group leaves those rotations `pushing`; the sweeper pushes the same
+# pending values again, which Vercel takes as the same update.
+SUCCESS_GROUP = 50
 
 
 @dataclass
