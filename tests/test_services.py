@@ -164,9 +164,11 @@ def test_it_pushes_on_both_endpoints_and_moves_versions(alice, fake_vercel, db):
         assert {s["name"]: s for s in held} == {s["name"]: s for s in version.secrets()}
     rotation = batch.rotations.first()
     assert rotation.pushed_at is not None
-    assert AuditEvent.objects.filter(
-        action=AuditAction.ROTATION_PUSHED, rotation_ref=rotation.pk
-    ).exists()
+    pushed = AuditEvent.objects.get(action=AuditAction.ROTATION_PUSHED, rotation_ref=rotation.pk)
+    # One event records the push and what redeploy tracking planned for it.
+    rotation.refresh_from_db()
+    assert pushed.details["redeploy"]["deadline"] == rotation.redeploy_deadline_at.isoformat()
+    assert pushed.details["redeploy"]["reminders"][0] == "day-1"
 
 
 def test_it_keeps_current_as_previous_on_the_next_rotation(alice, fake_vercel, installation):

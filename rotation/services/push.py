@@ -339,9 +339,12 @@ def _succeed(pushes: list[_Push]) -> dict[int, str]:
                 }
             )
             states[rotation.pk] = State.AWAITING_REDEPLOY
-        entries += rotations_redeploy_begin(
+        # One event per pushed rotation: what redeploy tracking planned goes in its details.
+        redeploy = rotations_redeploy_begin(
             rotations=[rotation for rotation, _, _ in done], record_audit=False
         )
+        for entry, planned in zip(entries, redeploy, strict=True):
+            entry["details"]["redeploy"] = planned["details"]
         # Last: on PostgreSQL the audit chain's lock is held from here to the commit.
         audit_record_many(entries)
     return states
