@@ -1,0 +1,210 @@
+"""Installations, their resources and the encrypted credential versions of each resource."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from rotation import crypto
+
+
+class Installation(models.Model):
+    """A Vercel integration configuration (`icfg_...`) of one customer team."""
+
+    class Endpoint(models.TextChoices):
+        CURRENT = "current", "Current: /v1/installations/{id}/resources/{id}/secrets"
+        DEPRECATED = "deprecated", "Deprecated: …/products/{product}/resources/{id}/secrets"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        REMOVED = "removed", "Removed on Vercel"
+
+    vercel_id = models.CharField("integration configuration id", max_length=64, unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    team_id = models.CharField("team id", max_length=64, blank=True)
+    contact_email = models.EmailField(blank=True)
+    endpoint = models.CharField(
+        "secrets endpoint", max_length=16, choices=Endpoint, default=Endpoint.CURRENT
+    )
+    status = models.CharField(max_length=16, choices=Status, default=Status.ACTIVE)
+    access_token_encrypted = models.BinaryField(default=b"", editable=False)
+    access_token_key_id = models.CharField(max_length=32, blank=True, editable=False)
+    access_token_set_at = models.DateTimeField(null=True, blank=True, editable=False)
+    removed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["vercel_id"]
+        indexes = [models.Index(fields=["team_id"]), models.Index(fields=["name"])]
+
+    def __str__(self) -> str:
+        return f"{self.name or self.vercel_id} ({self.vercel_id})"
+
+    def _token_aad(self) -> bytes:
+        return crypto.associated_data("rotation_installation", self.pk, "access_token")
+
+    @property
+    def has_access_token(self) -> bool:
+        return bool(self.access_token_encrypted)
+
+    def set_access_token(self, token: str) -> None:
+        """Encrypt `token` into this (saved) row; the caller saves the three token fields."""
+        if not token:
+            raise ValueError("the access token must not be empty")
+        self.access_token_encrypted = crypto.encrypt(token.encode(), aad=self._token_aad())
+        self.access_token_key_id = crypto.key_id_of(self.access_token_encrypted)
+        self.access_token_set_at = timezone.now()
+
+    def access_token(self) -> str:
+        """The decrypted bearer token; raises CryptoError when it cannot be read."""
+        if not self.access_token_encrypted:
+            raise crypto.CryptoError(f"installation {self.vercel_id} has no access token")
+        return crypto.decrypt(self.access_token_encrypted, aad=self._token_aad()).decode()
+
+
+class Resource(models.Model):
+    """A Marketplace resource (e.g. one database) whose secrets we push to Vercel."""
+
+    class Status(models.TextChoices):
+        READY = "ready", "Ready"
+        SUSPENDED = "suspended", "Suspended"
+        REMOVED = "removed", "Removed"
+
+    installation = models.ForeignKey(
+        Installation, on_delete=models.PROTECT, related_name="resources"
+    )
+    vercel_id = models.CharField("resource id", max_length=128)
+    product = models.CharField("product id or slug", max_length=128)
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Status, default=Status.READY)
+    # [{"name": "DATABASE_URL", "prefix": "", "environments": ["production", ...]}]
+    secret_template = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["installation_id", "vercel_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["installation", "vercel_id"], name="resource_unique_per_installation"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["vercel_id"]),
+            models.Index(fields=["product"]),
+            models.Index(fields=["status"]),
+            models.Index(fields=["name"]),
+        ]
+        permissions = [
+            ("rotate_resource", "Can rotate credentials and push them to Vercel"),
+            ("rotate_resource_emergency", "Can run emergency rotations (expire old at once)"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.vercel_id})"
+
+
+class ConnectedProject(models.Model):
+    """A Vercel project that uses a resource; Vercel has no API to list them."""
+
+    class Source(models.TextChoices):
+        WEBHOOK = "webhook", "Vercel webhook"
+        MANUAL = "manual", "Entered by staff"
+        IMPORT = "import", "Import"
+
+    resource = models.ForeignKey(
+        Resource, on_delete=models.CASCADE, related_name="connected_projects"
+    )
+    project_id = models.CharField(max_length=64)
+    source = models.CharField(max_length=16, choices=Source, default=Source.MANUAL)
+    connected_at = models.DateTimeField(default=timezone.now)
+    disconnected_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["resource_id", "project_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["resource", "project_id"], name="connected_project_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.project_id
+
+
+class CredentialVersion(models.Model):
+    """One encrypted secret set of a resource; stages follow AWS Secrets Manager."""
+
+    class Stage(models.TextChoices):
+        PENDING = "pending", "Pending"
+        CURRENT = "current", "Current"
+        PREVIOUS = "previous", "Previous (still valid)"
+        EXPIRED = "expired", "Expired"
+
+    # A UUID known before the insert lets the ciphertext be bound to its own row.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    resource = models.ForeignKey(
+        Resource, on_delete=models.PROTECT, related_name="credential_versions"
+    )
+    rotation = models.ForeignKey(
+        "Rotation",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="credential_versions",
+    )
+    stage = models.CharField(max_length=16, choices=Stage, default=Stage.PENDING)
+    secrets_encrypted = models.BinaryField(default=b"", editable=False)
+    key_id = models.CharField(max_length=32, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    stage_changed_at = models.DateTimeField(default=timezone.now)
+    expired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["resource"],
+                condition=Q(stage="pending"),
+                name="credential_one_pending_per_resource",
+            ),
+            models.UniqueConstraint(
+                fields=["resource"],
+                condition=Q(stage="current"),
+                name="credential_one_current_per_resource",
+            ),
+            models.UniqueConstraint(
+                fields=["resource"],
+                condition=Q(stage="previous"),
+                name="credential_one_previous_per_resource",
+            ),
+        ]
+        indexes = [models.Index(fields=["resource", "stage"])]
+
+    def __str__(self) -> str:
+        return f"{self.resource_id} {self.stage} {str(self.id)[:8]}"
+
+    def _aad(self) -> bytes:
+        return crypto.associated_data("rotation_credentialversion", self.pk, "secret_set")
+
+    def seal(self, secrets: list[dict]) -> None:
+        """Encrypt the secret set (Vercel's `secrets` list) into this row."""
+        payload = json.dumps(secrets, separators=(",", ":"), sort_keys=True).encode()
+        self.secrets_encrypted = crypto.encrypt(payload, aad=self._aad())
+        self.key_id = crypto.key_id_of(self.secrets_encrypted)
+
+    def secrets(self) -> list[dict]:
+        """The decrypted secret set; raises CryptoError when it cannot be read."""
+        if not self.secrets_encrypted:
+            raise crypto.CryptoError(f"credential version {self.pk} holds no secrets (wiped)")
+        return json.loads(crypto.decrypt(self.secrets_encrypted, aad=self._aad()))
+
+    def wipe(self) -> None:
+        """Forget the ciphertext (after the credentials were expired at the provider)."""
+        self.secrets_encrypted = b""
+        self.key_id = ""

@@ -1,0 +1,121 @@
+"""Rotation batches and rotations: who asked for what, and where each rotation stands."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from rotation.models.resources import Resource
+
+
+class RotationBatch(models.Model):
+    """One request by staff (or Vercel) to rotate one or many resources."""
+
+    class Source(models.TextChoices):
+        ADMIN = "admin", "Admin action"
+        CLI = "cli", "Command line"
+        VERCEL = "vercel", "Vercel request"
+
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="rotation_batches",
+    )
+    requested_by_username = models.CharField(max_length=150, blank=True)
+    source = models.CharField(max_length=16, choices=Source, default=Source.ADMIN)
+    reason = models.TextField()
+    ticket = models.CharField(max_length=100, blank=True)
+    emergency = models.BooleanField(default=False)
+    # Resources that were asked for but refused: [{"resource": id, "reason": text}].
+    refused = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "rotation batches"
+
+    def __str__(self) -> str:
+        return f"Batch #{self.pk}"
+
+
+class Rotation(models.Model):
+    """The rotation of one resource's credentials, from request to expiry of the old ones."""
+
+    class State(models.TextChoices):
+        REQUESTED = "requested", "Requested"
+        PREPARING = "preparing", "Preparing"
+        PUSHING = "pushing", "Pushing"
+        AWAITING_REDEPLOY = "awaiting_redeploy", "Awaiting redeploy"
+        EXPIRING = "expiring", "Expiring old credentials"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        ESCALATED = "escalated", "Escalated"
+        CANCELLED = "cancelled", "Cancelled"
+        ROLLED_BACK = "rolled_back", "Rolled back"
+
+    OPEN_STATES = (
+        State.REQUESTED,
+        State.PREPARING,
+        State.PUSHING,
+        State.FAILED,
+        State.AWAITING_REDEPLOY,
+        State.EXPIRING,
+        State.ESCALATED,
+    )
+
+    batch = models.ForeignKey(RotationBatch, on_delete=models.PROTECT, related_name="rotations")
+    resource = models.ForeignKey(Resource, on_delete=models.PROTECT, related_name="rotations")
+    state = models.CharField(max_length=20, choices=State, default=State.REQUESTED)
+    emergency = models.BooleanField(default=False)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    last_error_code = models.CharField(max_length=64, blank=True)
+    last_error_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(auto_now_add=True)
+    pushed_at = models.DateTimeField(null=True, blank=True)
+    redeploy_deadline_at = models.DateTimeField(null=True, blank=True)
+    redeployed_at = models.DateTimeField(null=True, blank=True)
+    # Old credentials stay valid at least until then (Vercel's delayOldSecretsExpirationHours).
+    keep_old_until = models.DateTimeField(null=True, blank=True)
+    expired_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["resource"],
+                condition=Q(
+                    state__in=[
+                        "requested",
+                        "preparing",
+                        "pushing",
+                        "failed",
+                        "awaiting_redeploy",
+                        "expiring",
+                        "escalated",
+                    ]
+                ),
+                name="rotation_one_open_per_resource",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["state", "state_changed_at"]),
+            models.Index(fields=["batch", "state"]),
+            models.Index(fields=["resource", "created_at"]),
+        ]
+        permissions = [
+            ("cancel_rotation", "Can cancel a rotation"),
+            ("retry_rotation", "Can retry a failed rotation"),
+            ("confirm_redeploy", "Can record a customer-confirmed redeploy"),
+            ("rollback_rotation", "Can roll back a rotation"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Rotation #{self.pk}"
