@@ -24,6 +24,7 @@ from rotation.redeploy.tracking import (
     State,
     short_error,
 )
+from rotation.services.common import refuse
 
 
 def rotation_rollback(
@@ -35,16 +36,15 @@ def rotation_rollback(
 
     reason = (reason or "").strip()
     if not actor.has_perm("rotation.rollback_rotation"):
-        with transaction.atomic():
-            audit_record(
-                action=AuditAction.ROTATION_ROLLED_BACK,
-                outcome=AuditEvent.Outcome.DENIED,
-                actor=actor,
-                request=request,
-                resource=rotation.resource,
-                rotation=rotation,
-            )
-        raise RedeployRefused("You may not roll back rotations.")
+        refuse(
+            message="You may not roll back rotations.",
+            action=AuditAction.ROTATION_ROLLED_BACK,
+            actor=actor,
+            request=request,
+            resource=rotation.resource,
+            rotation=rotation,
+            error=RedeployRefused,
+        )
     if not reason:
         raise RedeployRefused("A reason is required to roll back.")
     failure = ""

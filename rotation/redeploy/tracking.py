@@ -21,6 +21,7 @@ from rotation.models import (
     WebhookEvent,
 )
 from rotation.services import RotationRefused
+from rotation.services.common import refuse
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -174,15 +175,20 @@ def _deployment_started_before(deployment_id: str, moment: datetime) -> bool:
     )
 
 
+def _cancel_open_reminders(rotation: Rotation) -> None:
+    """Nothing is left to remind anybody of once the redeploy is done."""
+    Reminder.objects.filter(
+        rotation=rotation, status__in=[Reminder.Status.SCHEDULED, Reminder.Status.FAILED]
+    ).update(status=Reminder.Status.CANCELLED)
+
+
 def _redeploy_done_if_complete(*, rotation: Rotation, actor_type: str) -> bool:
     checks = list(rotation.redeploy_checks.values_list("status", flat=True))
     if rotation.redeployed_at or not checks or RedeployCheck.Status.WAITING in checks:
         return False
     rotation.redeployed_at = timezone.now()
     rotation.save(update_fields=["redeployed_at"])
-    Reminder.objects.filter(
-        rotation=rotation, status__in=[Reminder.Status.SCHEDULED, Reminder.Status.FAILED]
-    ).update(status=Reminder.Status.CANCELLED)
+    _cancel_open_reminders(rotation)
     audit_record(
         action=AuditAction.REDEPLOY_DONE,
         actor_type=actor_type,
@@ -257,16 +263,15 @@ def rotation_confirm_redeploy(
     """Record that the customer confirmed redeploying every project (staff, with a note)."""
     note = (note or "").strip()
     if not actor.has_perm("rotation.confirm_redeploy"):
-        with transaction.atomic():
-            audit_record(
-                action=AuditAction.REDEPLOY_CONFIRMED,
-                outcome=AuditEvent.Outcome.DENIED,
-                actor=actor,
-                request=request,
-                resource=rotation.resource,
-                rotation=rotation,
-            )
-        raise RedeployRefused("You may not record redeploy confirmations.")
+        refuse(
+            message="You may not record redeploy confirmations.",
+            action=AuditAction.REDEPLOY_CONFIRMED,
+            actor=actor,
+            request=request,
+            resource=rotation.resource,
+            rotation=rotation,
+            error=RedeployRefused,
+        )
     if not note:
         raise RedeployRefused("A note saying how the customer confirmed is required.")
     with transaction.atomic():
@@ -289,9 +294,7 @@ def rotation_confirm_redeploy(
         if rotation.redeployed_at is None:
             rotation.redeployed_at = timezone.now()
             rotation.save(update_fields=["redeployed_at"])
-        Reminder.objects.filter(
-            rotation=rotation, status__in=[Reminder.Status.SCHEDULED, Reminder.Status.FAILED]
-        ).update(status=Reminder.Status.CANCELLED)
+        _cancel_open_reminders(rotation)
         audit_record(
             action=AuditAction.REDEPLOY_CONFIRMED,
             actor=actor,
@@ -440,9 +443,7 @@ def installation_removed(
         rotation.next_attempt_at = None
         rotation.last_error = "Installation removed on Vercel; rotation stopped."
         rotation.save(update_fields=["state", "state_changed_at", "next_attempt_at", "last_error"])
-        Reminder.objects.filter(
-            rotation=rotation, status__in=[Reminder.Status.SCHEDULED, Reminder.Status.FAILED]
-        ).update(status=Reminder.Status.CANCELLED)
+        _cancel_open_reminders(rotation)
         audit_record(
             action=AuditAction.ROTATION_STOPPED,
             actor_type=actor_type,

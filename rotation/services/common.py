@@ -90,9 +90,10 @@ def refuse(
     actor: Any,
     request: HttpRequest | None,
     outcome: str = "denied",
+    error: type[RotationRefused] = RotationRefused,
     **fields: Any,
 ) -> NoReturn:
-    """Audit the refusal in its own transaction, then raise it."""
+    """Audit the refusal in its own transaction, then raise it (as `error`)."""
     with transaction.atomic():
         audit_record(
             action=action,
@@ -102,7 +103,7 @@ def refuse(
             details={"message": message, **fields.pop("details", {})},
             **fields,
         )
-    raise RotationRefused(message)
+    raise error(message)
 
 
 def has_perm(actor: Any, perm: str) -> bool:
