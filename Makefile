@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_ENV := VERCEL_API_URL=http://127.0.0.1:8765 VERCEL_CLIENT_SECRET=demo-webhook-secret \
 	ROTATION_EXPIRE_SAFETY_DELAY_MINUTES=0
 
-.PHONY: demo test lint format check install clean
+.PHONY: demo test lint format check install clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,13 +27,25 @@ demo: $(STAMP)
 		$(BIN)/python manage.py runserver 127.0.0.1:8000 & \
 		wait'
 
+# The browser tests drive Debian's chromium: install it where it is missing (apt as root,
+# else Playwright's own build, which the tests then use).
+browser: $(STAMP)
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		$(BIN)/playwright install chromium; \
+	fi
+
 # The whole test suite on the database DATABASE_URL names (SQLite when unset).
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python manage.py check
 	$(BIN)/python manage.py makemigrations --check --dry-run
 

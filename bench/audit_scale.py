@@ -81,7 +81,7 @@ def reset_peak_rss() -> None:
 
 def event_rows(count: int):
     """Rows of a valid chain, oldest first, with the app's canonical hash."""
-    from rotation.audit import GENESIS_HASH, canonical_hash
+    from rotation.audit.chain import GENESIS_HASH, canonical_hash
 
     names = stored_columns()
 
@@ -119,7 +119,7 @@ def event_rows(count: int):
 
 def stored_columns() -> tuple[str, ...]:
     """Every column of an event but its id, in the order the chain hashes them."""
-    from rotation.audit import HASHED_FIELDS
+    from rotation.audit.chain import HASHED_FIELDS
 
     return (*HASHED_FIELDS, "hash")
 
@@ -265,7 +265,7 @@ def measure_exports(client) -> None:
 
 
 def measure_verify() -> None:
-    from rotation.audit_verify import audit_log_verify
+    from rotation.audit.verify import audit_log_verify
 
     print("\n(c) verify_audit_log over the whole chain")
     started = time.perf_counter()

@@ -205,7 +205,7 @@ def plain_loop(fake, installation) -> float:
     """The same PUTs as the pipeline sends, from a plain requests loop with one session."""
     import requests
 
-    from rotation.credentials import get_provider
+    from rotation.providers import get_provider
 
     provider = get_provider()
     resources = list(installation.resources.order_by("pk"))
@@ -253,7 +253,7 @@ def main() -> None:
 
     from django.test import Client
 
-    from rotation.fake_vercel import FakeVercel
+    from rotation.devtools.fake_vercel import FakeVercel
     from rotation.models import Rotation
 
     user = support_user()

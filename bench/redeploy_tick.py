@@ -88,7 +88,7 @@ def main() -> None:
                 version = CredentialVersion(resource=resource, stage=stage, rotation=rot)
                 version.seal([{"name": "DATABASE_URL", "value": f"v{index}{stage}"}])
                 version.save()
-            redeploy.rotation_redeploy_begin(rotation=rotation)
+            redeploy.rotations_redeploy_begin(rotations=[rotation])
 
     # (b) reminders: the day-1 step is due for every rotation.
     start = time.perf_counter()

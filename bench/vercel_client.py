@@ -37,7 +37,7 @@ import requests  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from rotation import vercel  # noqa: E402
-from rotation.fake_vercel import FakeVercel  # noqa: E402
+from rotation.devtools.fake_vercel import FakeVercel  # noqa: E402
 
 TOKEN = "vci_bench_client_token"
 SECRETS = [

@@ -25,30 +25,49 @@ SECRET_KEY = env.str("SECRET_KEY", default="")
 FIELD_ENCRYPTION_KEYS = env.str("FIELD_ENCRYPTION_KEYS", default="")
 AUDIT_FINGERPRINT_KEY = env.str("AUDIT_FINGERPRINT_KEY", default="")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
+# The class that makes and retires credentials (see rotation.providers). Development uses
+# the demo provider, which production refuses: it pushes random values that open nothing.
+DEMO_CREDENTIAL_PROVIDER = "rotation.devtools.demo_provider.RandomCredentialProvider"
+ROTATION_CREDENTIAL_PROVIDER = env.str("ROTATION_CREDENTIAL_PROVIDER", default="")
 
 if DEBUG:
     SECRET_KEY = SECRET_KEY or DEV_SECRET_KEY
     FIELD_ENCRYPTION_KEYS = FIELD_ENCRYPTION_KEYS or DEV_FIELD_ENCRYPTION_KEYS
     AUDIT_FINGERPRINT_KEY = AUDIT_FINGERPRINT_KEY or DEV_AUDIT_FINGERPRINT_KEY
     ALLOWED_HOSTS = ALLOWED_HOSTS or ["127.0.0.1", "localhost", "[::1]", "testserver"]
+    ROTATION_CREDENTIAL_PROVIDER = ROTATION_CREDENTIAL_PROVIDER or DEMO_CREDENTIAL_PROVIDER
 else:
-    missing = [
-        name
+    # Every problem at once, so one failed start tells the operator everything to fix.
+    problems = [
+        f"{name} must be set"
         for name, value in [
             ("SECRET_KEY", SECRET_KEY),
             ("FIELD_ENCRYPTION_KEYS", FIELD_ENCRYPTION_KEYS),
             ("AUDIT_FINGERPRINT_KEY", AUDIT_FINGERPRINT_KEY),
             ("ALLOWED_HOSTS", ALLOWED_HOSTS),
+            ("ROTATION_CREDENTIAL_PROVIDER", ROTATION_CREDENTIAL_PROVIDER),
         ]
         if not value
     ]
-    if missing:
-        raise ImproperlyConfigured(
-            f"DEBUG is off, so these must be set in the environment: {', '.join(missing)}"
+    problems += [
+        f"{name} holds the development-only value published in this repository"
+        for name, value, dev_value in [
+            ("SECRET_KEY", SECRET_KEY, DEV_SECRET_KEY),
+            ("FIELD_ENCRYPTION_KEYS", FIELD_ENCRYPTION_KEYS, DEV_FIELD_ENCRYPTION_KEYS),
+            ("AUDIT_FINGERPRINT_KEY", AUDIT_FINGERPRINT_KEY, DEV_AUDIT_FINGERPRINT_KEY),
+        ]
+        if value == dev_value
+    ]
+    if ROTATION_CREDENTIAL_PROVIDER.startswith("rotation.devtools."):
+        problems.append(
+            "ROTATION_CREDENTIAL_PROVIDER names the demo provider, which only makes random "
+            "values: name the provider of your backend"
         )
-    dev_values = {DEV_SECRET_KEY, DEV_FIELD_ENCRYPTION_KEYS, DEV_AUDIT_FINGERPRINT_KEY}
-    if {SECRET_KEY, FIELD_ENCRYPTION_KEYS, AUDIT_FINGERPRINT_KEY} & dev_values:
-        raise ImproperlyConfigured("DEBUG is off but a development-only key is configured")
+    if problems:
+        raise ImproperlyConfigured(
+            "DEBUG is off and the configuration is not fit for production:\n- "
+            + "\n- ".join(problems)
+        )
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -60,6 +79,9 @@ INSTALLED_APPS = [
     "django_q",
     "rotation",
 ]
+if DEBUG:
+    # The stand-in, demo data and the demo provider; never loaded in production.
+    INSTALLED_APPS.append("rotation.devtools")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -131,16 +153,11 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="partnerportal@localh
 
 # Vercel.
 VERCEL_API_URL = env.str("VERCEL_API_URL", default="https://api.vercel.com")
-VERCEL_CLIENT_ID = env.str("VERCEL_CLIENT_ID", default="")
 VERCEL_CLIENT_SECRET = env.str("VERCEL_CLIENT_SECRET", default="")
 VERCEL_CONNECT_TIMEOUT = env.float("VERCEL_CONNECT_TIMEOUT", default=3.05)
 VERCEL_READ_TIMEOUT = env.float("VERCEL_READ_TIMEOUT", default=10.0)
 
-ROTATION_CREDENTIAL_PROVIDER = env.str(
-    "ROTATION_CREDENTIAL_PROVIDER", default="rotation.credentials.RandomCredentialProvider"
-)
-
-# Redeploy tracking (rotation/redeploy.py): reminders, deadline, expiry of old credentials.
+# Redeploy tracking (rotation.redeploy): reminders, deadline, expiry of old credentials.
 VERCEL_WEBHOOK_MAX_BYTES = env.int("VERCEL_WEBHOOK_MAX_BYTES", default=1_000_000)
 ROTATION_REMINDER_DAYS = [float(d) for d in env.list("ROTATION_REMINDER_DAYS", default=[1, 3, 7])]
 ROTATION_REDEPLOY_GRACE_DAYS = env.float("ROTATION_REDEPLOY_GRACE_DAYS", default=14)
@@ -187,6 +204,11 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+# A rotation untouched in preparing/pushing for longer than a task may live lost its worker;
+# the sweeper re-queues it.
+ROTATION_STUCK_AFTER_SECONDS = env.float(
+    "ROTATION_STUCK_AFTER_SECONDS", default=Q_CLUSTER["timeout"] + 60
+)
 
 # Production hardening; `manage.py check --deploy` is clean with DEBUG=False.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

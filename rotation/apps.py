@@ -7,6 +7,7 @@ class RotationConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from rotation import signals
+        from rotation import checks  # noqa: F401 (registers the system checks)
+        from rotation.audit import signals
 
         signals.connect()

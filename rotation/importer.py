@@ -15,8 +15,8 @@ from django.core.validators import validate_email
 from django.db import transaction
 
 from rotation.audit import AuditAction, audit_record
-from rotation.contract import ENVIRONMENTS, is_valid_env_name
 from rotation.models import Installation, Resource
+from rotation.vercel.contract import ENVIRONMENTS, is_valid_env_name
 
 INSTALLATION_FIELDS = {
     "id": True,

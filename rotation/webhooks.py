@@ -12,6 +12,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from rotation.audit import Origin
 from rotation.redeploy import WebhookInvalid, webhook_event_handle
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def vercel_webhook(request: HttpRequest) -> JsonResponse:
     except (ValueError, UnicodeDecodeError):
         return _answer(400, "malformed JSON")
     try:
-        result = webhook_event_handle(event=event, request=request)
+        result = webhook_event_handle(event=event, origin=Origin.of(request))
     except WebhookInvalid as exc:
         return _answer(400, str(exc))
     outcome = result if result in ("duplicate", "ignored") else "processed"

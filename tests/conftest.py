@@ -123,7 +123,7 @@ def installation(db):
 @pytest.fixture
 def fake_vercel(settings):
     """The local Vercel stand-in on a free port; VERCEL_API_URL points at it."""
-    from rotation.fake_vercel import FakeVercel
+    from rotation.devtools.fake_vercel import FakeVercel
 
     fake = FakeVercel(seed=1234).start()
     settings.VERCEL_API_URL = fake.url

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from rotation.models import ConnectedProject, CredentialVersion, Resource, Rotation, RotationBatch
-from rotation.redeploy import rotation_redeploy_begin
+from rotation.redeploy import rotations_redeploy_begin
 
 DATA = Path(__file__).parent / "data"
 OLD_SECRETS = [{"name": "DATABASE_URL", "value": "postgres://old-user:old-pass@db/x"}]
@@ -54,7 +54,7 @@ def make_pushed_rotation(
         )
         make_version(resource, CredentialVersion.Stage.PREVIOUS, OLD_SECRETS)
         make_version(resource, CredentialVersion.Stage.CURRENT, NEW_SECRETS, rotation=rotation)
-        rotation_redeploy_begin(rotation=rotation)
+        rotations_redeploy_begin(rotations=[rotation])
     rotation.refresh_from_db()
     return rotation
 

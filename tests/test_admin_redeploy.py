@@ -82,11 +82,8 @@ def test_it_refuses_and_audits_staff_without_the_permission(client, dave, alice,
 
 
 def test_it_rolls_back_from_the_admin(client, root, resource, rotation, fake_vercel, settings):
-    settings.ROTATION_CREDENTIAL_PROVIDER = "rotation.credentials.RandomCredentialProvider"
     installation = resource.installation
-    fake_vercel.add_installation(
-        installation.vercel_id, installation.access_token(), {resource.vercel_id: resource.product}
-    )
+    fake_vercel.load_from_database()
     fake_vercel.set_secrets(installation.vercel_id, resource.vercel_id, NEW_SECRETS)
     client.force_login(root)
 

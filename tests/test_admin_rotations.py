@@ -372,9 +372,7 @@ def test_it_shows_no_secret_value_on_any_admin_page_after_a_push(client, root, f
 
     installation = make_installation("icfg_push", resources=2, token="vci_push_token")
     resources = list(installation.resources.order_by("pk"))
-    fake_vercel.add_installation(
-        installation.vercel_id, "vci_push_token", {r.vercel_id: r.product for r in resources}
-    )
+    fake_vercel.load_from_database()
     batch = request_batch(client, root, resources)
     rotations = list(batch.rotations.order_by("pk"))
     assert rotations_process([r.pk for r in rotations]) == 2

@@ -8,15 +8,9 @@ import uuid
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-from rotation.audit import (
-    GENESIS_HASH,
-    AuditAction,
-    audit_record,
-    audit_record_many,
-    event_hash,
-    fingerprint,
-)
-from rotation.audit_verify import audit_log_verify
+from rotation.audit import AuditAction, Origin, audit_record, audit_record_many, fingerprint
+from rotation.audit.chain import GENESIS_HASH, event_hash
+from rotation.audit.verify import audit_log_verify
 from rotation.models import AuditEvent, AuditEventImmutable, Installation
 from tests.conftest import make_installation
 
@@ -47,8 +41,7 @@ def test_it_chains_events_and_survives_a_database_round_trip(alice):
         rotation=12,
         batch="3",
         ticket="SUP-1",
-        source_ip="::ffff:10.0.0.1",
-        user_agent="Mozilla\x00/5.0",
+        origin=Origin(ip="::ffff:10.0.0.1", user_agent="Mozilla\x00/5.0"),
         details=tricky,
     )
     assert first.prev_hash == GENESIS_HASH
@@ -339,14 +332,15 @@ def test_it_appends_nothing_when_one_of_many_events_is_invalid(db):
     assert not AuditEvent.objects.exists()
 
 
-def test_it_records_a_permission_denial_with_who_and_where(rf, alice):
-    from rotation.audit import audit_denied
+def test_it_records_a_refusal_with_who_and_where(rf, alice):
+    from rotation.audit import refusal_record
 
     request = rf.post("/admin/rotation/resource/", REMOTE_ADDR="2001:DB8::0001")
-    request.user = alice
-    event = audit_denied(
-        request,
+    event = refusal_record(
         action=AuditAction.INSTALLATION_CHANGED,
+        message="You do not have permission to do this.",
+        actor=alice,
+        origin=Origin.of(request),
         installation="icfg_x",
         details={"needed": "rotation.change_installation"},
     )
@@ -355,7 +349,10 @@ def test_it_records_a_permission_denial_with_who_and_where(rf, alice):
         "alice",
         "2001:db8::1",
     )
-    assert event.reason == "permission denied"
+    assert event.details == {
+        "message": "You do not have permission to do this.",
+        "needed": "rotation.change_installation",
+    }
     assert AuditEvent.objects.get(pk=event.pk).hash == event_hash(event)
 
 

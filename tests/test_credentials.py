@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rotation.credentials import RandomCredentialProvider, get_provider
-from rotation.models import CredentialVersion, Installation, Resource
+from rotation.devtools.demo_provider import RandomCredentialProvider
+from rotation.models import Installation, Resource
+from rotation.providers import get_provider
 from rotation.vercel import validate_secrets
 
 
@@ -91,14 +92,6 @@ def test_it_verifies_a_complete_set(resource):
     assert provider.verify(resource=resource, secrets=secrets[1:]) is False
     secrets[0]["value"] = ""
     assert provider.verify(resource=resource, secrets=secrets) is False
-
-
-def test_it_records_expiries(resource):
-    version = CredentialVersion(resource=resource, stage="previous")
-    version.seal([{"name": "X", "value": "y"}])
-    version.save()
-    RandomCredentialProvider().expire(resource=resource, version=version)
-    assert str(version.pk) in RandomCredentialProvider.expired_version_ids()
 
 
 def test_it_defaults_an_empty_template_to_a_database_url(resource):

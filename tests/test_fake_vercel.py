@@ -13,7 +13,7 @@ from django.conf import settings as django_settings
 from django.core.management import CommandError, call_command
 
 from rotation import vercel
-from rotation.fake_vercel import FakeVercel, mask, request_schemas, schema_problems
+from rotation.devtools.fake_vercel import FakeVercel, mask, request_schemas, schema_problems
 from tests.conftest import make_installation
 
 INSTALLATION = "icfg_fake1"

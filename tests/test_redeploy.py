@@ -56,17 +56,17 @@ def test_it_waits_for_the_projects_connected_at_push_time(policy, resource):
         "escalation": PUSH + timedelta(days=12),
         "overdue": PUSH + timedelta(days=14),
     }
-    started = AuditEvent.objects.get(action=AuditAction.REDEPLOY_STARTED)
-    assert started.details["projects"] == ["prj_a", "prj_b"]
-    assert started.rotation_ref == rotation.pk
 
 
 def test_it_is_idempotent_when_begun_twice(policy, resource):
-    from rotation.redeploy import rotation_redeploy_begin
+    from rotation.redeploy import rotations_redeploy_begin
 
     connect(resource, "prj_a")
     rotation = make_pushed_rotation(resource)
-    rotation_redeploy_begin(rotation=rotation)
+    with transaction.atomic():
+        (plan,) = rotations_redeploy_begin(rotations=[rotation])
+    assert plan["projects"] == ["prj_a"]
+    assert plan["reminders"] == ["day-1", "day-3", "day-7", "escalation", "overdue"]
     assert rotation.redeploy_checks.count() == 1
     assert rotation.reminders.count() == 5
 
@@ -259,21 +259,20 @@ def test_it_never_sends_a_reminder_twice_with_two_workers(policy, installation):
     assert AuditEvent.objects.filter(action=AuditAction.REMINDER_SENT).count() == len(resources)
 
 
-class FailingProvider:
-    """A partner backend that cannot expire credentials right now."""
+class ExpiredAtProvider:
+    """Reads which versions the provider confirmed expired: stage expired, expiry time set."""
 
-    def expire(self, *, resource, version):
-        raise ConnectionError("partner backend unreachable")
+    @staticmethod
+    def expired_version_ids() -> list[str]:
+        from rotation.models import CredentialVersion
+
+        confirmed = CredentialVersion.objects.filter(stage="expired", expired_at__isnull=False)
+        return [str(pk) for pk in confirmed.order_by("expired_at").values_list("pk", flat=True)]
 
 
 @pytest.fixture
-def provider(settings):
-    from rotation.credentials import RandomCredentialProvider
-
-    settings.ROTATION_CREDENTIAL_PROVIDER = "rotation.credentials.RandomCredentialProvider"
-    RandomCredentialProvider.expiries.clear()
-    yield RandomCredentialProvider
-    RandomCredentialProvider.expiries.clear()
+def provider(db):
+    return ExpiredAtProvider
 
 
 def _versions(resource) -> dict[str, str]:
@@ -375,7 +374,7 @@ def test_it_retries_a_failed_expiry_and_shows_why(policy, provider, resource, se
     with time_machine.travel(PUSH, tick=False):
         rotation = make_pushed_rotation(resource)
     Rotation.objects.filter(pk=rotation.pk).update(redeployed_at=PUSH)
-    settings.ROTATION_CREDENTIAL_PROVIDER = "tests.test_redeploy.FailingProvider"
+    settings.ROTATION_CREDENTIAL_PROVIDER = "tests.providers.FailingExpiryProvider"
     settings.ROTATION_EXPIRE_RETRY_MINUTES = 5
 
     with time_machine.travel(PUSH + timedelta(hours=1), tick=False):
@@ -387,7 +386,7 @@ def test_it_retries_a_failed_expiry_and_shows_why(policy, provider, resource, se
     assert failure.outcome == "failure"
     assert _versions(resource)["previous"].secrets() == OLD_SECRETS
 
-    settings.ROTATION_CREDENTIAL_PROVIDER = "rotation.credentials.RandomCredentialProvider"
+    settings.ROTATION_CREDENTIAL_PROVIDER = settings.DEMO_CREDENTIAL_PROVIDER
     with time_machine.travel(PUSH + timedelta(hours=1, minutes=4), tick=False):
         assert _tick()["expired"] == 0  # not before the retry time
     with time_machine.travel(PUSH + timedelta(hours=1, minutes=5), tick=False):
@@ -398,15 +397,16 @@ def test_it_retries_a_failed_expiry_and_shows_why(policy, provider, resource, se
 
 
 def test_it_records_a_confirmed_redeploy_from_staff(policy, provider, resource, alice, dave):
-    from rotation.redeploy import RedeployRefused, rotation_confirm_redeploy
+    from rotation.audit import RotationRefused
+    from rotation.redeploy import rotation_confirm_redeploy
 
     connect(resource, "prj_a", "prj_b", at=PUSH - timedelta(days=3))
     with time_machine.travel(PUSH, tick=False):
         rotation = make_pushed_rotation(resource)
 
-    with pytest.raises(RedeployRefused):
+    with pytest.raises(RotationRefused):
         rotation_confirm_redeploy(rotation=rotation, actor=dave, note="they said so")
-    with pytest.raises(RedeployRefused, match="note"):
+    with pytest.raises(RotationRefused, match="note"):
         rotation_confirm_redeploy(rotation=rotation, actor=alice, note="  ")
     with time_machine.travel(PUSH + timedelta(days=2), tick=False):
         rotation_confirm_redeploy(rotation=rotation, actor=alice, note="Ticket 42: customer")
@@ -416,7 +416,7 @@ def test_it_records_a_confirmed_redeploy_from_staff(policy, provider, resource, 
     assert set(rotation.redeploy_checks.values_list("status", flat=True)) == {"confirmed"}
     assert not rotation.reminders.filter(status="scheduled").exists()
     confirmed = AuditEvent.objects.filter(action=AuditAction.REDEPLOY_CONFIRMED)
-    assert sorted(e.outcome for e in confirmed) == ["denied", "success"]
+    assert sorted(e.outcome for e in confirmed) == ["denied", "failure", "success"]
     ok = confirmed.get(outcome="success")
     assert ok.actor_username == "alice"
     assert ok.reason == "Ticket 42: customer"
@@ -427,9 +427,7 @@ def test_it_records_a_confirmed_redeploy_from_staff(policy, provider, resource, 
 @pytest.fixture
 def on_vercel(fake_vercel, resource):
     installation = resource.installation
-    fake_vercel.add_installation(
-        installation.vercel_id, installation.access_token(), {resource.vercel_id: resource.product}
-    )
+    fake_vercel.load_from_database()
     fake_vercel.set_secrets(installation.vercel_id, resource.vercel_id, NEW_SECRETS)
     return fake_vercel
 
@@ -437,7 +435,7 @@ def on_vercel(fake_vercel, resource):
 def test_it_rolls_back_to_the_previous_values_on_vercel(
     policy, provider, resource, on_vercel, root
 ):
-    from rotation.redeploy import rotation_rollback
+    from rotation.services import rotation_rollback
 
     connect(resource, "prj_a", at=PUSH - timedelta(days=3))
     rotation = make_pushed_rotation(resource)
@@ -466,14 +464,15 @@ def test_it_rolls_back_to_the_previous_values_on_vercel(
 def test_it_refuses_to_roll_back_without_permission_or_after_expiry(
     policy, provider, resource, on_vercel, alice, root
 ):
-    from rotation.redeploy import RedeployRefused, rotation_rollback
+    from rotation.audit import RotationRefused
+    from rotation.services import rotation_rollback
 
     rotation = make_pushed_rotation(resource, emergency=True)
-    with pytest.raises(RedeployRefused, match="may not"):
+    with pytest.raises(RotationRefused, match="may not"):
         rotation_rollback(rotation=rotation, actor=alice, reason="please")
     assert _tick()["expired"] == 1
     rotation.refresh_from_db()
-    with pytest.raises(RedeployRefused, match="completed"):
+    with pytest.raises(RotationRefused, match="completed"):
         rotation_rollback(rotation=rotation, actor=root, reason="too late")
     installation = resource.installation
     assert on_vercel.secrets_of(installation.vercel_id, resource.vercel_id) == NEW_SECRETS
@@ -482,12 +481,13 @@ def test_it_refuses_to_roll_back_without_permission_or_after_expiry(
 def test_it_changes_nothing_when_vercel_refuses_the_rollback(
     policy, provider, resource, on_vercel, root
 ):
-    from rotation.redeploy import RedeployRefused, rotation_rollback
+    from rotation.audit import RotationRefused
+    from rotation.services import rotation_rollback
 
     rotation = make_pushed_rotation(resource)
     on_vercel.respond_next(403, {"error": {"code": "forbidden", "message": "no"}})
 
-    with pytest.raises(RedeployRefused, match="nothing changed"):
+    with pytest.raises(RotationRefused, match="nothing changed"):
         rotation_rollback(rotation=rotation, actor=root, reason="try")
 
     rotation.refresh_from_db()
@@ -522,11 +522,11 @@ def test_it_runs_from_one_periodic_schedule_created_by_the_migration(db):
 def test_it_retries_expiring_the_newer_credentials_after_a_rollback(
     policy, provider, resource, on_vercel, root, settings
 ):
-    from rotation.redeploy import rotation_rollback
+    from rotation.services import rotation_rollback
 
     rotation = make_pushed_rotation(resource)
     new = _versions(resource)["current"]
-    settings.ROTATION_CREDENTIAL_PROVIDER = "tests.test_redeploy.FailingProvider"
+    settings.ROTATION_CREDENTIAL_PROVIDER = "tests.providers.FailingExpiryProvider"
 
     rotation_rollback(rotation=rotation, actor=root, reason="bad set")
 
@@ -537,7 +537,7 @@ def test_it_retries_expiring_the_newer_credentials_after_a_rollback(
     assert new.stage == "previous" and new.secrets() == NEW_SECRETS
     assert _tick()["expired"] == 0
 
-    settings.ROTATION_CREDENTIAL_PROVIDER = "rotation.credentials.RandomCredentialProvider"
+    settings.ROTATION_CREDENTIAL_PROVIDER = settings.DEMO_CREDENTIAL_PROVIDER
     assert _tick()["expired"] == 1
     new.refresh_from_db()
     assert new.stage == "expired" and bytes(new.secrets_encrypted) == b""

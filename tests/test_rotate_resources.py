@@ -120,12 +120,8 @@ def test_it_waits_until_the_batch_is_done(fake_vercel, monkeypatch):
     monkeypatch.setattr(Conf, "SYNC", True)
     roles_sync()
     make_user("alice", group=SUPPORT)
-    installation = make_installation("icfg_wait", resources=2)
-    fake_vercel.add_installation(
-        "icfg_wait",
-        installation.access_token(),
-        {"icfg_wait_res0": "postgres", "icfg_wait_res1": "postgres"},
-    )
+    make_installation("icfg_wait", resources=2)
+    fake_vercel.load_from_database()
     out, err = rotate(
         "icfg_wait_res0",
         "icfg_wait_res1",

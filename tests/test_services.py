@@ -34,15 +34,6 @@ def q_sync(monkeypatch):
     monkeypatch.setattr(Conf, "SYNC", True)
 
 
-def register(fake, *installations: Installation) -> None:
-    for installation in installations:
-        fake.add_installation(
-            installation.vercel_id,
-            installation.access_token(),
-            {r.vercel_id: r.product for r in installation.resources.all()},
-        )
-
-
 def run_batch(batch) -> None:
     """What the cluster does: fan out, then process each chunk (synchronously, in-process)."""
     from rotation import tasks
@@ -145,9 +136,9 @@ def test_it_previews_what_a_request_would_do(alice, db):
 
 
 def test_it_pushes_on_both_endpoints_and_moves_versions(alice, fake_vercel, db):
-    current = make_installation("icfg_cur", token="vci_cur", endpoint="current")
-    deprecated = make_installation("icfg_dep", token="vci_dep", endpoint="deprecated", product="pg")
-    register(fake_vercel, current, deprecated)
+    make_installation("icfg_cur", token="vci_cur", endpoint="current")
+    make_installation("icfg_dep", token="vci_dep", endpoint="deprecated", product="pg")
+    fake_vercel.load_from_database()
     batch = services.rotation_request(
         resource_ids=Resource.objects.all(), actor=alice, reason="quarterly"
     )
@@ -172,7 +163,7 @@ def test_it_pushes_on_both_endpoints_and_moves_versions(alice, fake_vercel, db):
 
 
 def test_it_keeps_current_as_previous_on_the_next_rotation(alice, fake_vercel, installation):
-    register(fake_vercel, installation)
+    fake_vercel.load_from_database()
     resource = installation.resources.get()
     run_batch(services.rotation_request(resource_ids=[resource.pk], actor=alice, reason="1"))
     first = CredentialVersion.objects.get(resource=resource, stage="current")
@@ -186,7 +177,7 @@ def test_it_keeps_current_as_previous_on_the_next_rotation(alice, fake_vercel, i
 def test_it_fails_fast_on_a_permanent_error_and_keeps_the_pending_version(
     alice, fake_vercel, installation
 ):
-    register(fake_vercel, installation)
+    fake_vercel.load_from_database()
     resource = installation.resources.get()
     fake_vercel.respond_next(
         403, {"error": {"code": "forbidden", "message": "Not authorized for this resource"}}
@@ -207,7 +198,7 @@ def test_it_fails_fast_on_a_permanent_error_and_keeps_the_pending_version(
 def test_it_retries_a_failed_rotation_with_the_same_pending_version(
     alice, fake_vercel, installation, q_sync, django_capture_on_commit_callbacks
 ):
-    register(fake_vercel, installation)
+    fake_vercel.load_from_database()
     resource = installation.resources.get()
     fake_vercel.respond_next(404, {"error": {"code": "not_found", "message": "No such resource"}})
     with django_capture_on_commit_callbacks(execute=True):
@@ -227,7 +218,7 @@ def test_it_retries_a_failed_rotation_with_the_same_pending_version(
 
 
 def test_it_retries_one_rotation(alice, fake_vercel, installation):
-    register(fake_vercel, installation)
+    fake_vercel.load_from_database()
     resource = installation.resources.get()
     fake_vercel.respond_next(422, {"error": {"code": "bad_request", "message": "bad"}})
     batch = services.rotation_request(resource_ids=[resource.pk], actor=alice, reason="x")
@@ -253,7 +244,7 @@ def test_it_refuses_to_retry_what_did_not_fail(alice, installation):
 
 
 def test_it_never_pushes_a_cancelled_rotation(alice, fake_vercel, installation):
-    register(fake_vercel, installation)
+    fake_vercel.load_from_database()
     resource = installation.resources.get()
     batch = services.rotation_request(resource_ids=[resource.pk], actor=alice, reason="x")
     rotation = batch.rotations.get()
@@ -266,13 +257,13 @@ def test_it_never_pushes_a_cancelled_rotation(alice, fake_vercel, installation):
     version = CredentialVersion.objects.get(resource=resource)
     assert version.stage == "expired"
     assert bytes(version.secrets_encrypted) == b""
-    from rotation.credentials import RandomCredentialProvider
-
-    assert str(version.pk) in RandomCredentialProvider.expired_version_ids()
+    assert version.expired_at is not None
+    expired = AuditEvent.objects.get(action=AuditAction.CREDENTIALS_EXPIRED)
+    assert expired.details["version"] == str(version.pk)
 
 
 def test_it_refuses_to_cancel_a_pushed_rotation(alice, fake_vercel, installation):
-    register(fake_vercel, installation)
+    fake_vercel.load_from_database()
     resource = installation.resources.get()
     batch = services.rotation_request(resource_ids=[resource.pk], actor=alice, reason="x")
     run_batch(batch)
@@ -323,7 +314,7 @@ def test_it_prepares_idempotently(alice, installation):
 def test_it_retries_transient_errors_honouring_retry_after(
     alice, fake_vercel, installation, fast_retries
 ):
-    register(fake_vercel, installation)
+    fake_vercel.load_from_database()
     resource = installation.resources.get()
     fake_vercel.respond_next(
         429,
@@ -344,7 +335,7 @@ def test_it_gives_up_after_a_bounded_number_of_attempts(
     alice, fake_vercel, installation, fast_retries, settings
 ):
     settings.ROTATION_PUSH_MAX_ATTEMPTS = 3
-    register(fake_vercel, installation)
+    fake_vercel.load_from_database()
     resource = installation.resources.get()
     fake_vercel.respond_next(
         503, {"error": {"code": "internal_server_error", "message": "down"}}, times=5
@@ -360,7 +351,7 @@ def test_it_gives_up_after_a_bounded_number_of_attempts(
 
 
 def test_it_defers_long_waits_to_the_sweeper(alice, fake_vercel, installation, settings):
-    register(fake_vercel, installation)
+    fake_vercel.load_from_database()
     resource = installation.resources.get()
     fake_vercel.respond_next(
         429, {"error": {"code": "rate_limited", "message": "later"}}, headers={"Retry-After": "120"}

@@ -12,7 +12,9 @@ PRODUCTION = {
     "FIELD_ENCRYPTION_KEYS": crypto.generate_key("prod1"),
     "AUDIT_FINGERPRINT_KEY": "fingerprint-key-for-tests-0123456789",
     "ALLOWED_HOSTS": "portal.example.com",
+    "ROTATION_CREDENTIAL_PROVIDER": "tests.providers.PartnerBackendProvider",
 }
+DEMO_PROVIDER = "rotation.devtools.demo_provider.RandomCredentialProvider"
 
 
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -28,21 +30,59 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_it_refuses_to_start_without_keys_when_debug_is_off():
+def test_it_names_every_missing_setting_at_once_when_debug_is_off():
     result = manage("check", DEBUG="False")
     assert result.returncode != 0
-    assert "SECRET_KEY, FIELD_ENCRYPTION_KEYS, AUDIT_FINGERPRINT_KEY, ALLOWED_HOSTS" in (
-        result.stderr
-    )
+    for name in (
+        "SECRET_KEY",
+        "FIELD_ENCRYPTION_KEYS",
+        "AUDIT_FINGERPRINT_KEY",
+        "ALLOWED_HOSTS",
+        "ROTATION_CREDENTIAL_PROVIDER",
+    ):
+        assert f"- {name} must be set" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
-def test_it_refuses_development_keys_when_debug_is_off():
+def test_it_refuses_development_keys_and_the_demo_provider_together():
     from django.conf import settings
 
-    env = dict(PRODUCTION, FIELD_ENCRYPTION_KEYS=settings.DEV_FIELD_ENCRYPTION_KEYS)
+    env = dict(
+        PRODUCTION,
+        FIELD_ENCRYPTION_KEYS=settings.DEV_FIELD_ENCRYPTION_KEYS,
+        ROTATION_CREDENTIAL_PROVIDER=DEMO_PROVIDER,
+    )
     result = manage("check", **env)
     assert result.returncode != 0
-    assert "development-only key" in result.stderr
+    assert "- FIELD_ENCRYPTION_KEYS holds the development-only value" in result.stderr
+    assert "- ROTATION_CREDENTIAL_PROVIDER names the demo provider" in result.stderr
+
+
+def test_it_refuses_a_provider_that_does_not_import_or_is_no_provider():
+    result = manage("check", **dict(PRODUCTION, ROTATION_CREDENTIAL_PROVIDER="tests.nowhere.X"))
+    assert result.returncode != 0
+    assert "rotation.E001" in result.stderr and "ROTATION_CREDENTIAL_PROVIDER" in result.stderr
+    result = manage(
+        "check", **dict(PRODUCTION, ROTATION_CREDENTIAL_PROVIDER="tests.providers.NotAProvider")
+    )
+    assert result.returncode != 0
+    assert "rotation.E002" in result.stderr and "create, expire" in result.stderr
+
+
+def test_it_leaves_development_tools_out_of_production():
+    result = manage("fake_vercel", "--help", **PRODUCTION)
+    assert result.returncode != 0
+    assert "Unknown command: 'fake_vercel'" in result.stderr
+    assert "Unknown command: 'seed_demo'" in manage("seed_demo", **PRODUCTION).stderr
+    code = "import sys; print(sorted(m for m in sys.modules if 'devtools' in m))"
+    result = manage("shell", "--no-imports", "-c", code, **PRODUCTION)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_it_uses_the_demo_provider_by_default_in_development():
+    code = "from django.conf import settings; print(settings.ROTATION_CREDENTIAL_PROVIDER)"
+    assert manage("shell", "--no-imports", "-c", code).stdout.strip() == DEMO_PROVIDER
 
 
 def test_check_deploy_is_clean_with_a_production_environment():

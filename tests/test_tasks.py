@@ -56,12 +56,7 @@ def fleet(db, fake_vercel) -> list[Installation]:
             "icfg_dep", token="vci_dep_token", endpoint="deprecated", resources=60, product="pg"
         ),
     ]
-    for installation in installations:
-        fake_vercel.add_installation(
-            installation.vercel_id,
-            installation.access_token(),
-            {r.vercel_id: r.product for r in installation.resources.all()},
-        )
+    fake_vercel.load_from_database()
     return installations
 
 
@@ -318,11 +313,7 @@ def test_it_runs_with_a_real_qcluster_on_redis(fake_vercel):
     roles_sync()
     alice = make_user("alice", group=SUPPORT)
     installation = make_installation("icfg_q", resources=30)
-    fake_vercel.add_installation(
-        "icfg_q",
-        installation.access_token(),
-        {r.vercel_id: r.product for r in installation.resources.all()},
-    )
+    fake_vercel.load_from_database()
     name = f"pp-test-{uuid.uuid4().hex[:10]}"
     database = connection.settings_dict
     env = {
@@ -383,11 +374,7 @@ def test_it_pushes_once_when_a_chunk_task_is_delivered_twice_at_once(fake_vercel
     roles_sync()
     alice = make_user("alice", group=SUPPORT)
     installation = make_installation("icfg_twice", resources=20)
-    fake_vercel.add_installation(
-        "icfg_twice",
-        installation.access_token(),
-        {r.vercel_id: r.product for r in installation.resources.all()},
-    )
+    fake_vercel.load_from_database()
     batch = services.rotation_request(
         resource_ids=installation.resources.all(), actor=alice, reason="twice"
     )

@@ -24,7 +24,7 @@ PRODUCT = "postgres"
 VALUE = "postgres://app:s3cr3t-value-0001@db.example.com/app"
 PREVIEW_VALUE = "postgres://app:preview-secret-0002@db.example.com/app"
 NOW = 1_800_000_000.0
-OPENAPI = Path(vercel.__file__).with_name("vercel_openapi.json")
+OPENAPI = Path(vercel.__file__).parent.parent / "vercel_openapi.json"
 
 
 @pytest.fixture

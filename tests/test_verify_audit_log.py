@@ -7,8 +7,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from rotation.audit import AuditAction, audit_record, canonical_hash
-from rotation.audit_verify import COLUMNS
+from rotation.audit import AuditAction, audit_record
+from rotation.audit.chain import canonical_hash
+from rotation.audit.verify import COLUMNS
 from rotation.models import AuditEvent
 
 

@@ -17,7 +17,6 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection, transaction
 from django.db.models import Q
@@ -28,7 +27,9 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from rotation.audit import HASHED_FIELDS, AuditAction, audit_denied, audit_record
+from rotation.admin.refusals import deny
+from rotation.audit import AuditAction, Origin, audit_record
+from rotation.audit.chain import HASHED_FIELDS
 from rotation.models import AuditEvent, Installation
 
 EXPORT_FIELDS = ("id", *HASHED_FIELDS, "hash")
@@ -281,8 +282,7 @@ class AuditEventAdmin(admin.ModelAdmin):
         ]
 
     def _refuse(self, request: HttpRequest, action: str, reason: str, **details: Any):
-        audit_denied(request, action=action, reason=reason, details=details)
-        raise PermissionDenied(reason)
+        deny(request, action=action, message=reason, details=details)
 
     def _require_view(self, request: HttpRequest, where: str) -> None:
         if not self.has_view_permission(request):
@@ -362,7 +362,8 @@ class AuditEventAdmin(admin.ModelAdmin):
         with transaction.atomic():
             audit_record(
                 action=AuditAction.AUDIT_EXPORTED,
-                request=request,
+                actor=request.user,
+                origin=Origin.of(request),
                 details={"format": export_format, "filters": request.GET.urlencode()[:2000]},
             )
         lines = export_csv_lines if export_format == "csv" else export_jsonl_lines

@@ -5,12 +5,14 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 from django.db import transaction
+from django.db.models import Count
 from django.http import HttpRequest
 from django.utils.html import format_html
 
 from rotation.admin.rotations import RotateActionMixin
-from rotation.audit import AuditAction, audit_record
+from rotation.audit import AuditAction, Origin, audit_record
 from rotation.models import ConnectedProject, Installation, Resource
+from rotation.redeploy import connected_project_corrected
 
 
 class InstallationForm(forms.ModelForm):
@@ -58,8 +60,6 @@ class InstallationAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest):
-        from django.db.models import Count
-
         return super().get_queryset(request).annotate(_resource_count=Count("resources"))
 
     @admin.display(description="resources", ordering="_resource_count")
@@ -91,7 +91,7 @@ class InstallationAdmin(admin.ModelAdmin):
                 audit_record(
                     action=AuditAction.INSTALLATION_TOKEN_REPLACED,
                     actor=request.user,
-                    request=request,
+                    origin=Origin.of(request),
                     installation=obj,
                     details={"key_id": obj.access_token_key_id},
                 )
@@ -99,7 +99,7 @@ class InstallationAdmin(admin.ModelAdmin):
                 audit_record(
                     action=AuditAction.INSTALLATION_CHANGED,
                     actor=request.user,
-                    request=request,
+                    origin=Origin.of(request),
                     installation=obj,
                     details={"fields": changed, "created": not change},
                 )
@@ -149,7 +149,7 @@ class ResourceAdmin(RotateActionMixin, admin.ModelAdmin):
             audit_record(
                 action=AuditAction.RESOURCE_CHANGED,
                 actor=request.user,
-                request=request,
+                origin=Origin.of(request),
                 resource=obj,
                 details={"fields": list(form.changed_data), "created": not change},
             )
@@ -158,14 +158,12 @@ class ResourceAdmin(RotateActionMixin, admin.ModelAdmin):
         if formset.model is not ConnectedProject:
             return super().save_formset(request, form, formset, change)
         # Hand corrections of connected projects are audited and update waiting rotations.
-        from rotation.redeploy import connected_project_corrected
-
         with transaction.atomic():
             projects = formset.save(commit=False)
             for project in formset.deleted_objects:
                 project.delete()
                 connected_project_corrected(
-                    project=project, actor=request.user, change="deleted", request=request
+                    project=project, actor=request.user, change="deleted", origin=Origin.of(request)
                 )
             added = {id(project) for project in formset.new_objects}
             for project in projects:
@@ -176,6 +174,6 @@ class ResourceAdmin(RotateActionMixin, admin.ModelAdmin):
                     project=project,
                     actor=request.user,
                     change="added" if id(project) in added else "changed",
-                    request=request,
+                    origin=Origin.of(request),
                 )
             formset.save_m2m()

@@ -21,15 +21,12 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from rotation.audit import AuditAction, audit_record
+from rotation.admin.refusals import deny
+from rotation.audit import AuditAction, Origin, RotationRefused
 from rotation.models import Rotation, WebhookEvent
-from rotation.redeploy import (
-    WAITING_STATES,
-    RedeployRefused,
-    rotation_confirm_redeploy,
-    rotation_rollback,
-)
+from rotation.redeploy import rotation_confirm_redeploy
 from rotation.redeploy.dashboard import dashboard_figures
+from rotation.services import rotation_rollback
 
 VIEW_PERMISSION = "rotation.view_rotation"
 CONFIRM_PERMISSION = "rotation.confirm_redeploy"
@@ -144,25 +141,16 @@ def _rotation_form_view(
     form = form_class(request.POST or None)
     if request.method == "POST":
         if not request.user.has_perm(permission):
-            audit_record(
-                action=denied_action,
-                outcome="denied",
-                actor=request.user,
-                request=request,
-                rotation=rotation,
-                resource=rotation.resource,
-                reason="permission denied",
-            )
-            raise PermissionDenied
+            deny(request, action=denied_action, rotation=rotation, resource=rotation.resource)
         if form.is_valid():
             try:
                 service(
                     rotation=rotation,
                     actor=request.user,
-                    request=request,
+                    origin=Origin.of(request),
                     **{text_argument: form.cleaned_data["text"]},
                 )
-            except RedeployRefused as exc:
+            except RotationRefused as exc:
                 messages.error(request, str(exc))
             else:
                 messages.success(request, f"{rotation}: {done}")
@@ -177,7 +165,7 @@ def _rotation_form_view(
         "opts": Rotation._meta,
         "form": form,
         "button": button,
-        "waiting": rotation.state in WAITING_STATES,
+        "waiting": rotation.state in Rotation.WAITING_STATES,
         "checks": rotation.redeploy_checks.all(),
     }
     return TemplateResponse(request, "admin/rotation/redeploy/rotation_form.html", context)

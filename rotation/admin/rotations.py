@@ -21,7 +21,8 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from rotation.audit import AuditAction, audit_denied
+from rotation.admin.refusals import deny
+from rotation.audit import AuditAction, Origin
 from rotation.models import AuditEvent, Installation, Rotation, RotationBatch
 from rotation.selectors import batch_progress
 from rotation.services import (
@@ -82,8 +83,7 @@ def rotate_and_push(
     """Confirmation page on the first POST; with post=yes, request one batch of rotations."""
     if not request.user.has_perm(ROTATE_PERMISSION):
         # get_actions() already hides the action; this guards direct calls.
-        audit_denied(request, action=AuditAction.ROTATION_REQUEST_DENIED)
-        raise PermissionDenied
+        deny(request, action=AuditAction.ROTATION_REQUEST_DENIED)
     allow_emergency = request.user.has_perm(EMERGENCY_PERMISSION)
     resource_ids = list(queryset.order_by().values_list("pk", flat=True))
     confirmed = request.POST.get("post") == "yes"
@@ -108,7 +108,7 @@ def rotate_and_push(
                 ticket=form.cleaned_data["ticket"],
                 emergency=emergency,
                 source=RotationBatch.Source.ADMIN,
-                request=request,
+                origin=Origin.of(request),
             )
         except RotationRefused as exc:
             form.add_error(None, str(exc))
@@ -125,7 +125,7 @@ def rotate_and_push(
                 reverse("admin:rotation_rotationbatch_change", args=[batch.pk])
             )
     preview = rotation_request_preview(
-        resource_ids=resource_ids, actor=request.user, emergency=False, request=request
+        resource_ids=resource_ids, actor=request.user, origin=Origin.of(request)
     )
     opts = modeladmin.model._meta
     context = {
@@ -165,7 +165,7 @@ class RotateActionMixin:
             and not self.has_rotate_permission(request)
         ):
             # Django would quietly answer "No action selected"; a forged POST is worth a record.
-            audit_denied(
+            deny(
                 request,
                 action=AuditAction.ROTATION_REQUEST_DENIED,
                 details={
@@ -173,7 +173,6 @@ class RotateActionMixin:
                     "select_across": request.POST.get("select_across") == "1",
                 },
             )
-            raise PermissionDenied
         return super().changelist_view(request, extra_context)
 
 
@@ -232,8 +231,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 def _guarded_post(request: HttpRequest, *, permission: str, action: str, **refs: Any) -> None:
     """Deny (and audit) a button POST by someone without the permission."""
     if not request.user.has_perm(permission):
-        audit_denied(request, action=action, **refs)
-        raise PermissionDenied
+        deny(request, action=action, **refs)
 
 
 @admin.register(RotationBatch)
@@ -353,7 +351,7 @@ class RotationBatchAdmin(ReadOnlyAdmin):
             request, permission=RETRY_PERMISSION, action=AuditAction.BATCH_RETRIED, batch=batch
         )
         try:
-            count = batch_retry_failed(batch=batch, actor=request.user, request=request)
+            count = batch_retry_failed(batch=batch, actor=request.user, origin=Origin.of(request))
         except RotationRefused as exc:
             self.message_user(request, str(exc), messages.ERROR)
         else:
@@ -368,7 +366,7 @@ class RotationBatchAdmin(ReadOnlyAdmin):
             request, permission=CANCEL_PERMISSION, action=AuditAction.BATCH_CANCELLED, batch=batch
         )
         try:
-            count = batch_cancel(batch=batch, actor=request.user, request=request)
+            count = batch_cancel(batch=batch, actor=request.user, origin=Origin.of(request))
         except RotationRefused as exc:
             self.message_user(request, str(exc), messages.ERROR)
         else:
@@ -511,7 +509,7 @@ class RotationAdmin(ReadOnlyAdmin):
             rotation=rotation,
         )
         try:
-            rotation_retry(rotation=rotation, actor=request.user, request=request)
+            rotation_retry(rotation=rotation, actor=request.user, origin=Origin.of(request))
         except RotationRefused as exc:
             self.message_user(request, str(exc), messages.ERROR)
         else:
@@ -528,7 +526,7 @@ class RotationAdmin(ReadOnlyAdmin):
             rotation=rotation,
         )
         try:
-            rotation_cancel(rotation=rotation, actor=request.user, request=request)
+            rotation_cancel(rotation=rotation, actor=request.user, origin=Origin.of(request))
         except RotationRefused as exc:
             self.message_user(request, str(exc), messages.ERROR)
         else:

@@ -1,6 +1,7 @@
 """Installations, resources, their credential versions, rotations and the audit trail."""
 
 from rotation.models.audit import (
+    AuditAction,
     AuditEvent,
     AuditEventImmutable,
     AuditEventQuerySet,
@@ -11,6 +12,7 @@ from rotation.models.resources import ConnectedProject, CredentialVersion, Insta
 from rotation.models.rotations import Rotation, RotationBatch
 
 __all__ = [
+    "AuditAction",
     "AuditEvent",
     "AuditEventImmutable",
     "AuditEventQuerySet",

@@ -1,4 +1,4 @@
-"""The audit event: append-only and hash-chained; written only by `rotation.audit`."""
+"""The audit event and its actions: append-only, hash-chained, written only by `rotation.audit`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,53 @@ from django.db.models import Q
 from django.utils import timezone
 
 
+class AuditAction(models.TextChoices):
+    INSTALLATION_IMPORTED = "installation.imported", "Installation imported"
+    INSTALLATION_TOKEN_REPLACED = "installation.token_replaced", "Installation token replaced"
+    INSTALLATION_CHANGED = "installation.changed", "Installation changed"
+    RESOURCE_CHANGED = "resource.changed", "Resource changed"
+    SECRETS_REENCRYPTED = "secrets.reencrypted", "Secrets re-encrypted"
+    # Sign-in and the audit trail itself (rotation.audit.signals, rotation.admin.audit).
+    AUTH_LOGIN = "auth.login", "Signed in"
+    AUTH_LOGOUT = "auth.logout", "Signed out"
+    AUTH_LOGIN_FAILED = "auth.login_failed", "Sign-in failed"
+    AUDIT_VIEWED = "audit.viewed", "Audit trail viewed"
+    AUDIT_EXPORTED = "audit.exported", "Audit trail exported"
+    AUDIT_CHANGE_REFUSED = "audit.change_refused", "Change of an audit event refused"
+    AUDIT_FINGERPRINTED = "audit.fingerprinted", "Fingerprint computed for an investigation"
+    # Rotate and push (rotation.services).
+    ROTATION_REQUESTED = "rotation.requested", "Rotation requested"
+    ROTATION_REQUEST_DENIED = "rotation.request_denied", "Rotation request refused"
+    ROTATION_PREPARED = "rotation.prepared", "New credentials prepared (pending)"
+    ROTATION_PREPARE_FAILED = "rotation.prepare_failed", "Preparing new credentials failed"
+    ROTATION_PUSHED = "rotation.pushed", "New credentials pushed to Vercel"
+    ROTATION_PUSH_DEFERRED = "rotation.push_deferred", "Push failed transiently; will retry"
+    ROTATION_PUSH_FAILED = "rotation.push_failed", "Push to Vercel failed"
+    ROTATION_PUSH_SKIPPED = "rotation.push_skipped", "Push skipped (rotation no longer due)"
+    ROTATION_CANCELLED = "rotation.cancelled", "Rotation cancelled"
+    ROTATION_RETRIED = "rotation.retried", "Failed rotation retried"
+    ROTATION_REQUEUED = "rotation.requeued", "Stuck rotations re-queued by the sweeper"
+    CREDENTIALS_EXPIRED = "credentials.expired", "Credential version expired at the provider"
+    BATCH_RETRIED = "batch.retry_failed", "Failed rotations of a batch retried"
+    BATCH_CANCELLED = "batch.cancelled", "Open rotations of a batch cancelled"
+    # Redeploy tracking (rotation.redeploy, rotation.webhooks).
+    WEBHOOK_RECEIVED = "webhook.received", "Vercel webhook handled"
+    PROJECT_CONNECTED = "project.connected", "Project connected to a resource"
+    PROJECT_DISCONNECTED = "project.disconnected", "Project disconnected from a resource"
+    INSTALLATION_REMOVED = "installation.removed", "Installation removed on Vercel"
+    REDEPLOY_STARTED = "rotation.redeploy_started", "Waiting for redeploys"
+    PROJECT_REDEPLOYED = "rotation.project_redeployed", "Project redeployed after the push"
+    REDEPLOY_DONE = "rotation.redeployed", "All projects redeployed"
+    REDEPLOY_CONFIRMED = "rotation.redeploy_confirmed", "Customer-confirmed redeploy recorded"
+    REMINDER_SENT = "rotation.reminder_sent", "Redeploy reminder sent"
+    ROTATION_ESCALATED = "rotation.escalated", "Redeploy deadline passed"
+    OLD_CREDENTIALS_EXPIRED = "rotation.old_expired", "Old credentials expired"
+    ROTATION_STOPPED = "rotation.stopped", "Rotation stopped (installation removed)"
+    ROTATION_ROLLED_BACK = "rotation.rolled_back", "Rotation rolled back"
+
+
 def audit_action_choices() -> list[tuple[str, str]]:
     """Callable choices, so adding an action needs no migration."""
-    from rotation.audit import AuditAction
-
     return AuditAction.choices
 
 

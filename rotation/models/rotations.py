@@ -66,6 +66,8 @@ class Rotation(models.Model):
         State.EXPIRING,
         State.ESCALATED,
     )
+    # Pushed and waiting for redeploys; the old credentials still work.
+    WAITING_STATES = (State.AWAITING_REDEPLOY, State.ESCALATED)
 
     batch = models.ForeignKey(RotationBatch, on_delete=models.PROTECT, related_name="rotations")
     resource = models.ForeignKey(Resource, on_delete=models.PROTECT, related_name="rotations")

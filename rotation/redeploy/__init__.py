@@ -1,10 +1,15 @@
 """Redeploy tracking: after a push, wait for every connected project to redeploy, remind the
-customer, then expire the old credentials (or roll back while they still work).
+customer, then expire the old credentials.
 
 Vercel does not redeploy projects after a secrets update, so running deployments keep the
 old values until the customer redeploys; expiring old credentials earlier would break them.
+
+Modules: `begin` (what to wait for, when a push lands), `progress` (deployments seen,
+confirmations), `projects` (connected projects, removed installations), `events` (webhook
+deliveries), `reminders`, `expiry`, `dashboard` (figures for staff).
 """
 
+from rotation.redeploy.begin import rotations_redeploy_begin
 from rotation.redeploy.events import WebhookInvalid, webhook_event_handle
 from rotation.redeploy.expiry import (
     rotation_expire_old,
@@ -12,37 +17,28 @@ from rotation.redeploy.expiry import (
     rotations_escalate_due,
     rotations_expire_due,
 )
-from rotation.redeploy.reminders import reminder_send, reminders_send_due
-from rotation.redeploy.rollback import rotation_rollback
-from rotation.redeploy.tracking import (
-    WAITING_STATES,
-    RedeployRefused,
+from rotation.redeploy.progress import rotation_confirm_redeploy, rotation_mark_project_redeployed
+from rotation.redeploy.projects import (
     connected_project_corrected,
     installation_removed,
     project_connected,
     project_disconnected,
-    rotation_confirm_redeploy,
-    rotation_mark_project_redeployed,
-    rotation_redeploy_begin,
-    rotations_redeploy_begin,
 )
+from rotation.redeploy.reminders import reminder_send, reminders_cancel_open, reminders_send_due
 
 __all__ = [
-    "WAITING_STATES",
-    "RedeployRefused",
     "WebhookInvalid",
     "connected_project_corrected",
     "installation_removed",
     "project_connected",
     "project_disconnected",
     "reminder_send",
+    "reminders_cancel_open",
     "reminders_send_due",
     "rotation_confirm_redeploy",
     "rotation_expire_old",
     "rotation_expiry_due",
     "rotation_mark_project_redeployed",
-    "rotation_redeploy_begin",
-    "rotation_rollback",
     "rotations_escalate_due",
     "rotations_expire_due",
     "rotations_redeploy_begin",

@@ -10,7 +10,6 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from rotation.models import Rotation
-from rotation.redeploy.tracking import WAITING_STATES
 
 State = Rotation.State
 
@@ -18,7 +17,7 @@ State = Rotation.State
 def dashboard_figures(*, now: datetime | None = None, days: int = 30) -> dict[str, Any]:
     """Rotations waiting for redeploys (count, oldest), overdue, failures, rotations per day."""
     now = now or timezone.now()
-    waiting = Rotation.objects.filter(state__in=WAITING_STATES)
+    waiting = Rotation.objects.filter(state__in=Rotation.WAITING_STATES)
     summary = waiting.aggregate(count=Count("id"), oldest=Min("pushed_at"))
     oldest = (
         waiting.filter(pushed_at=summary["oldest"]).order_by("pk").first()

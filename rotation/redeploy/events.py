@@ -8,22 +8,16 @@ from typing import TYPE_CHECKING, Any
 from django.db import IntegrityError, transaction
 
 from rotation.audit import AuditAction, audit_record
-from rotation.models import (
-    Installation,
-    Resource,
-    WebhookEvent,
-)
-
-if TYPE_CHECKING:
-    from django.http import HttpRequest
-
-from rotation.redeploy.tracking import (
-    VERCEL,
+from rotation.models import AuditEvent, Installation, Resource, WebhookEvent
+from rotation.redeploy.progress import rotation_mark_project_redeployed
+from rotation.redeploy.projects import (
     installation_removed,
     project_connected,
     project_disconnected,
-    rotation_mark_project_redeployed,
 )
+
+if TYPE_CHECKING:
+    from rotation.audit import Origin
 
 
 class WebhookInvalid(Exception):
@@ -156,7 +150,7 @@ HANDLERS = {
 # that a later `deployment.succeeded` was built from before the push.
 
 
-def webhook_event_handle(*, event: Any, request: HttpRequest | None = None) -> str:
+def webhook_event_handle(*, event: Any, origin: Origin | None = None) -> str:
     """Record a verified delivery once by event id and apply it; returns what happened."""
     if not isinstance(event, dict):
         raise WebhookInvalid("the body is not a JSON object")
@@ -189,8 +183,8 @@ def webhook_event_handle(*, event: Any, request: HttpRequest | None = None) -> s
         record.save(update_fields=["result"])
         audit_record(
             action=AuditAction.WEBHOOK_RECEIVED,
-            actor_type=VERCEL,
-            request=request,
+            actor_type=AuditEvent.ActorType.VERCEL,
+            origin=origin,
             details={"event": event_id, "type": event_type, "result": result[:2000]},
         )
     return result

@@ -9,20 +9,21 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from rotation.audit import AuditAction, audit_record
-from rotation.models import (
-    AuditEvent,
-    CredentialVersion,
-    Reminder,
-    Rotation,
-)
-from rotation.redeploy.tracking import (
-    SYSTEM,
-    WAITING_STATES,
-    State,
-    short_error,
-)
+from rotation.error_text import error_text
+from rotation.models import AuditEvent, CredentialVersion, Rotation
+from rotation.providers import get_provider
+from rotation.redeploy.reminders import reminders_cancel_open
+
+State = Rotation.State
+EXPIRE_TASK = "rotation.tasks_redeploy.rotation_expire_old_task"
+
+
+def expiry_enqueue_after_commit(rotation_id: int) -> None:
+    """Expire the rotation's old credentials in a task, right after the caller commits."""
+    transaction.on_commit(lambda: async_task(EXPIRE_TASK, rotation_id))
 
 
 def rotations_escalate_due() -> int:
@@ -42,7 +43,7 @@ def rotations_escalate_due() -> int:
                 continue
             audit_record(
                 action=AuditAction.ROTATION_ESCALATED,
-                actor_type=SYSTEM,
+                actor_type=AuditEvent.ActorType.SYSTEM,
                 resource=rotation.resource,
                 rotation=rotation,
                 details={"deadline": rotation.redeploy_deadline_at.isoformat()},
@@ -67,7 +68,7 @@ def rotation_expiry_due(*, rotation: Rotation, now: datetime | None = None) -> b
     now = now or timezone.now()
     if rotation.state == State.EXPIRING:
         return rotation.next_attempt_at is None or rotation.next_attempt_at <= now
-    if rotation.state not in WAITING_STATES:
+    if rotation.state not in Rotation.WAITING_STATES:
         return False
     if rotation.emergency:
         return True
@@ -85,8 +86,6 @@ def rotation_expiry_due(*, rotation: Rotation, now: datetime | None = None) -> b
 
 def rotation_expire_old(*, rotation: Rotation) -> bool:
     """Expire the previous credentials at the provider and wipe them; a failure is retried."""
-    from rotation.credentials import get_provider
-
     now = timezone.now()
     if not rotation_expiry_due(rotation=rotation, now=now):
         return False
@@ -112,7 +111,7 @@ def rotation_expire_old(*, rotation: Rotation) -> bool:
         try:
             get_provider().expire(resource=rotation.resource, version=version)
         except Exception as exc:  # the provider's failure stays visible and is retried
-            error = short_error(exc)
+            error = error_text(exc)
     with transaction.atomic():
         if error:
             Rotation.objects.filter(pk=rotation.pk, state=State.EXPIRING).update(
@@ -121,7 +120,7 @@ def rotation_expire_old(*, rotation: Rotation) -> bool:
             audit_record(
                 action=AuditAction.OLD_CREDENTIALS_EXPIRED,
                 outcome=AuditEvent.Outcome.FAILURE,
-                actor_type=SYSTEM,
+                actor_type=AuditEvent.ActorType.SYSTEM,
                 resource=rotation.resource,
                 rotation=rotation,
                 details={"version": str(version.pk), "error": error, "retry_at": lease.isoformat()},
@@ -137,12 +136,10 @@ def rotation_expire_old(*, rotation: Rotation) -> bool:
             next_attempt_at=None,
             last_error="",
         )
-        Reminder.objects.filter(
-            rotation=rotation, status__in=[Reminder.Status.SCHEDULED, Reminder.Status.FAILED]
-        ).update(status=Reminder.Status.CANCELLED)
+        reminders_cancel_open(rotation_ids=[rotation.pk])
         audit_record(
             action=AuditAction.OLD_CREDENTIALS_EXPIRED,
-            actor_type=SYSTEM,
+            actor_type=AuditEvent.ActorType.SYSTEM,
             resource=rotation.resource,
             rotation=rotation,
             details={
@@ -163,7 +160,9 @@ def rotations_expire_due() -> int:
     wanted = Q(state=State.EXPIRING) | Q(emergency=True) | Q(redeployed_at__lte=now - delay)
     if settings.ROTATION_EXPIRE_ON_DEADLINE:
         wanted |= Q(redeploy_deadline_at__lte=now)
-    candidates = Rotation.objects.filter(state__in=[*WAITING_STATES, State.EXPIRING]).filter(wanted)
+    candidates = Rotation.objects.filter(
+        state__in=[*Rotation.WAITING_STATES, State.EXPIRING]
+    ).filter(wanted)
     count = 0
     for rotation in candidates.order_by("pk"):
         if rotation_expiry_due(rotation=rotation, now=now):
@@ -173,8 +172,6 @@ def rotations_expire_due() -> int:
 
 def _rolled_back_leftovers_expire() -> int:
     """Retry expiring the newer credentials of a rollback whose first attempt failed."""
-    from rotation.credentials import get_provider
-
     count = 0
     leftovers = CredentialVersion.objects.filter(
         stage=CredentialVersion.Stage.PREVIOUS, rotation__state=State.ROLLED_BACK
@@ -194,7 +191,7 @@ def _rolled_back_leftovers_expire() -> int:
             except Exception as exc:  # stays visible on the rotation; tried again next tick
                 Rotation.objects.filter(pk=version.rotation_id).update(
                     last_error=f"Rolled back; expiring the newer credentials failed: "
-                    f"{short_error(exc)}"
+                    f"{error_text(exc)}"
                 )
                 continue
             now = timezone.now()
@@ -202,7 +199,7 @@ def _rolled_back_leftovers_expire() -> int:
             Rotation.objects.filter(pk=version.rotation_id).update(last_error="")
             audit_record(
                 action=AuditAction.OLD_CREDENTIALS_EXPIRED,
-                actor_type=SYSTEM,
+                actor_type=AuditEvent.ActorType.SYSTEM,
                 resource=version.resource,
                 rotation=version.rotation,
                 details={"version": str(version.pk), "after": "rollback"},

@@ -13,16 +13,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from rotation.audit import AuditAction, audit_record
-from rotation.models import (
-    AuditEvent,
-    RedeployCheck,
-    Reminder,
-)
-from rotation.redeploy.tracking import (
-    SYSTEM,
-    WAITING_STATES,
-    short_error,
-)
+from rotation.error_text import error_text
+from rotation.models import AuditEvent, RedeployCheck, Reminder, Rotation
 
 # A failed email is tried again after this long (until ROTATION_REMINDER_MAX_ATTEMPTS).
 RETRY_AFTER = timedelta(minutes=5)
@@ -105,6 +97,14 @@ def _reminder_recipients(reminder: Reminder) -> list[str]:
     return _escalation_recipients()
 
 
+def reminders_cancel_open(*, rotation_ids: list[int]) -> None:
+    """Nothing is left to remind anybody of: the rotation redeployed or ended."""
+    Reminder.objects.filter(
+        rotation_id__in=rotation_ids,
+        status__in=[Reminder.Status.SCHEDULED, Reminder.Status.FAILED],
+    ).update(status=Reminder.Status.CANCELLED)
+
+
 def reminder_send(*, reminder: Reminder) -> bool:
     """Claim one due reminder (one worker wins), send it and record the outcome."""
     now = timezone.now()
@@ -124,7 +124,7 @@ def reminder_send(*, reminder: Reminder) -> bool:
             subject, body = _reminder_message(reminder)
             send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients)
         except Exception as exc:  # any mail failure: keep it visible and retry later
-            error = short_error(exc)
+            error = error_text(exc)
     with transaction.atomic():
         if error:
             final = (
@@ -143,7 +143,7 @@ def reminder_send(*, reminder: Reminder) -> bool:
         audit_record(
             action=AuditAction.REMINDER_SENT,
             outcome=AuditEvent.Outcome.FAILURE if error else AuditEvent.Outcome.SUCCESS,
-            actor_type=SYSTEM,
+            actor_type=AuditEvent.ActorType.SYSTEM,
             resource=rotation.resource,
             rotation=rotation,
             details={
@@ -163,7 +163,7 @@ def reminders_send_due() -> int:
     open_reminders = Reminder.objects.filter(
         status__in=[Reminder.Status.SCHEDULED, Reminder.Status.FAILED]
     )
-    open_reminders.exclude(rotation__state__in=WAITING_STATES).update(
+    open_reminders.exclude(rotation__state__in=Rotation.WAITING_STATES).update(
         status=Reminder.Status.CANCELLED
     )
     open_reminders.filter(rotation__redeployed_at__isnull=False).update(

@@ -1,29 +1,27 @@
-"""Rotate and push: request, prepare, push, cancel and retry rotations. The rules live here.
+"""Rotate and push: request, prepare, push, cancel, retry and roll back rotations. The rules
+live here.
 
 Lifecycle: requested -> preparing (pending version sealed) -> pushing -> awaiting_redeploy,
 or failed (pending version kept, retry is one call). Every step writes its audit event in
-the same transaction; refusals are audited in their own transaction and then raised as
-`RotationRefused`, so callers must not wrap these functions in a transaction they roll back.
+the same transaction as its change; refusals go through `rotation.audit.refuse`, which
+audits them in a transaction of their own. Each service owns its transactions: callers must
+not wrap them in one. Services never call Vercel or a provider while holding row locks.
 
 Heartbeat: `state_changed_at` is also touched when a push attempt starts and when the sweeper
 re-queues a rotation, so "stuck" means "nobody touched it for longer than a task may live".
 A rotation waiting for a transient error to pass stays `pushing` with `next_attempt_at` set.
 
 Modules: `request` (permission checks, preview, the batch), `prepare` and `push` (a chunk
-of rotations at a time), `staff` (cancel, retry), `sweeper`, `common`.
+of rotations at a time), `staff` (cancel, retry), `rollback`, `sweeper`, `enqueue` (chunk
+tasks), `locks` (row locks for the short transactions), `timing` (task time limits).
 """
 
-from rotation.selectors import batch_progress
-from rotation.services.common import (
-    CHUNK_SIZE,
-    RotationRefused,
-    chunk_budget,
-    rotations_enqueue,
-    stuck_after,
-)
+from rotation.audit import RotationRefused
+from rotation.services.enqueue import CHUNK_SIZE, rotations_enqueue
 from rotation.services.prepare import batch_dispatch, rotation_prepare, rotations_prepare
 from rotation.services.push import rotation_push, rotations_push
 from rotation.services.request import RotationPreview, rotation_request, rotation_request_preview
+from rotation.services.rollback import rotation_rollback
 from rotation.services.staff import (
     CANCELLABLE_STATES,
     batch_cancel,
@@ -32,6 +30,7 @@ from rotation.services.staff import (
     rotation_retry,
 )
 from rotation.services.sweeper import rotations_requeue_stuck
+from rotation.services.timing import chunk_budget, stuck_after
 
 __all__ = [
     "CANCELLABLE_STATES",
@@ -40,7 +39,6 @@ __all__ = [
     "RotationRefused",
     "batch_cancel",
     "batch_dispatch",
-    "batch_progress",
     "batch_retry_failed",
     "chunk_budget",
     "rotation_cancel",
@@ -49,6 +47,7 @@ __all__ = [
     "rotation_request",
     "rotation_request_preview",
     "rotation_retry",
+    "rotation_rollback",
     "rotations_enqueue",
     "rotations_prepare",
     "rotations_push",

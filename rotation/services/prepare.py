@@ -5,23 +5,22 @@ A chunk of rotations is prepared in one transaction; audit events stay per rotat
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from rotation.audit import AuditAction, audit_record, audit_record_many
-from rotation.credentials import CredentialProviderError, get_provider
+from rotation.audit import AuditAction, audit_context, audit_record, audit_record_many
 from rotation.models import CredentialVersion, Rotation
-from rotation.services.common import (
-    Stage,
-    State,
-    context,
-    locked_many,
-    logger,
-    rotations_enqueue,
-    version_expire,
-)
+from rotation.providers import CredentialProviderError, get_provider
+from rotation.providers.retirement import version_expire
+from rotation.services.enqueue import rotations_enqueue
+from rotation.services.locks import rotations_lock
+
+logger = logging.getLogger(__name__)
+State = Rotation.State
+Stage = CredentialVersion.Stage
 
 
 def batch_dispatch(*, batch_id: int) -> int:
@@ -42,7 +41,7 @@ def rotations_prepare(*, rotation_ids: list[int]) -> dict[int, str]:
     """
     provider = get_provider()
     with transaction.atomic():
-        rotations = locked_many(rotation_ids)
+        rotations = rotations_lock(rotation_ids)
         states = {rotation.pk: rotation.state for rotation in rotations}
         todo = [r for r in rotations if r.state in (State.REQUESTED, State.PREPARING)]
         if not todo:
@@ -87,7 +86,7 @@ def rotations_prepare(*, rotation_ids: list[int]) -> dict[int, str]:
                 "resource": rotation.resource,
                 "rotation": rotation,
                 "details": {"version": str(version.pk)},
-                **context(rotation),
+                **audit_context(rotation),
             }
             for rotation, version in created
         )
@@ -133,7 +132,7 @@ def _prepare_fail(rotation: Rotation, exc: Exception) -> None:
         resource=rotation.resource,
         rotation=rotation,
         details={"error": message},
-        **context(rotation),
+        **audit_context(rotation),
     )
 
 

@@ -7,6 +7,7 @@ stay per rotation, so each rotation's timeline is complete.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections import defaultdict
@@ -14,32 +15,28 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from rotation import vercel
-from rotation.audit import AuditAction, audit_record, audit_record_many
-from rotation.credentials import get_provider
+from rotation.audit import AuditAction, audit_context, audit_record, audit_record_many
 from rotation.crypto import CryptoError
 from rotation.models import CredentialVersion, Installation, Resource, Rotation
-from rotation.services.common import (
-    Stage,
-    State,
-    backoff_base,
-    context,
-    inline_wait_max,
-    locked,
-    locked_many,
-    logger,
-    max_attempts,
-    rotations_enqueue,
-    stuck_after,
-    version_expire,
-)
+from rotation.providers import get_provider
+from rotation.providers.retirement import version_expire
+from rotation.redeploy.begin import rotations_redeploy_begin
+from rotation.services.enqueue import rotations_enqueue
+from rotation.services.locks import rotation_lock, rotations_lock
+from rotation.services.timing import stuck_after
 
 if TYPE_CHECKING:
     import requests
+
+logger = logging.getLogger(__name__)
+State = Rotation.State
+Stage = CredentialVersion.Stage
 
 # Successful pushes are recorded in groups of this many (one transaction per group): a whole
 # chunk, since every write transaction contends with the other workers. A worker that dies
@@ -69,7 +66,7 @@ def _claimable(rotation: Rotation, now: Any) -> bool:
 def _claim(rotation_ids: list[int]) -> tuple[list[_Push], dict[int, str]]:
     """Mark the pushable rotations `pushing` (one attempt each) in one transaction."""
     with transaction.atomic():
-        rotations = locked_many(rotation_ids)
+        rotations = rotations_lock(rotation_ids)
         states = {rotation.pk: rotation.state for rotation in rotations}
         now = timezone.now()
         claimable = [rotation for rotation in rotations if _claimable(rotation, now)]
@@ -102,7 +99,7 @@ def _claim(rotation_ids: list[int]) -> tuple[list[_Push], dict[int, str]]:
                 gone = "The pending credentials are missing; request a new rotation."
             if gone:
                 rotation.attempts += 1
-                states[rotation.pk] = _fail_locked(
+                states[rotation.pk] = _fail_rotation_lock(
                     rotation, status=None, code="not_pushable", message=gone
                 )
                 continue
@@ -132,7 +129,7 @@ def _release(pushes: list[_Push]) -> list[int]:
     return ids
 
 
-def _fail_locked(rotation: Rotation, *, status: int | None, code: str, message: str) -> str:
+def _fail_rotation_lock(rotation: Rotation, *, status: int | None, code: str, message: str) -> str:
     rotation.state = State.FAILED
     rotation.last_error = message[:1000]
     rotation.last_error_code = code[:64]
@@ -151,23 +148,23 @@ def _fail_locked(rotation: Rotation, *, status: int | None, code: str, message: 
             "error": rotation.last_error,
             "attempts": rotation.attempts,
         },
-        **context(rotation),
+        **audit_context(rotation),
     )
     return State.FAILED
 
 
 def _push_fail(push: _Push, *, status: int | None, code: str, message: str) -> str:
     with transaction.atomic():
-        rotation = locked(push.rotation.pk)
+        rotation = rotation_lock(push.rotation.pk)
         if rotation.state != State.PUSHING:
             return rotation.state
-        return _fail_locked(rotation, status=status, code=code, message=message)
+        return _fail_rotation_lock(rotation, status=status, code=code, message=message)
 
 
 def _note_transient(push: _Push, exc: vercel.VercelError, *, wait: float, defer: bool) -> str:
     """Record a transient failure; when deferring, free the worker until `next_attempt_at`."""
     with transaction.atomic():
-        rotation = locked(push.rotation.pk)
+        rotation = rotation_lock(push.rotation.pk)
         if rotation.state != State.PUSHING:
             return rotation.state
         rotation.last_error = exc.message[:1000]
@@ -193,7 +190,7 @@ def _note_transient(push: _Push, exc: vercel.VercelError, *, wait: float, defer:
                 "wait_seconds": round(wait, 3),
                 "in_worker": not defer,
             },
-            **context(rotation),
+            **audit_context(rotation),
         )
         return rotation.state
 
@@ -201,7 +198,7 @@ def _note_transient(push: _Push, exc: vercel.VercelError, *, wait: float, defer:
 def _attempt_again(push: _Push) -> bool:
     """Start the next inline attempt, unless the rotation changed meanwhile."""
     with transaction.atomic():
-        rotation = locked(push.rotation.pk)
+        rotation = rotation_lock(push.rotation.pk)
         if rotation.state != State.PUSHING:
             return False
         rotation.attempts += 1
@@ -216,7 +213,9 @@ def _wait_for(attempt: int, retry_after: float | None) -> float:
     """Honour Vercel's wait when given; else exponential backoff with jitter."""
     if retry_after is not None:
         return max(0.0, retry_after) * random.uniform(1.0, 1.1)
-    return min(backoff_base() * 2 ** (attempt - 1), 60.0) * random.uniform(0.5, 1.0)
+    return min(settings.ROTATION_PUSH_BACKOFF_BASE * 2 ** (attempt - 1), 60.0) * random.uniform(
+        0.5, 1.0
+    )
 
 
 def _send(
@@ -245,11 +244,11 @@ def _send(
             if exc.permanent:
                 return _push_fail(push, status=exc.status, code=exc.code, message=exc.message)
             attempts = push.rotation.attempts
-            if attempts >= max_attempts():
+            if attempts >= settings.ROTATION_PUSH_MAX_ATTEMPTS:
                 message = f"Gave up after {attempts} attempts; last error: {exc.message}"
                 return _push_fail(push, status=exc.status, code=exc.code, message=message)
             wait = _wait_for(attempts, exc.retry_after)
-            inline = wait <= inline_wait_max() and (
+            inline = wait <= settings.ROTATION_PUSH_INLINE_WAIT_MAX and (
                 deadline is None or time.monotonic() + wait < deadline
             )
             state = _note_transient(push, exc, wait=wait, defer=not inline)
@@ -262,11 +261,9 @@ def _send(
 
 def _succeed(pushes: list[_Push]) -> dict[int, str]:
     """pending -> current, current -> previous, for a group; then redeploy tracking begins."""
-    from rotation.redeploy import rotations_redeploy_begin
-
     with transaction.atomic():
         rotations = {
-            rotation.pk: rotation for rotation in locked_many([p.rotation.pk for p in pushes])
+            rotation.pk: rotation for rotation in rotations_lock([p.rotation.pk for p in pushes])
         }
         states = {pk: rotation.state for pk, rotation in rotations.items()}
         live = [p for p in pushes if states.get(p.rotation.pk) == State.PUSHING]
@@ -283,7 +280,7 @@ def _succeed(pushes: list[_Push]) -> dict[int, str]:
             held = stages[rotation.resource_id]
             pending = held.get(Stage.PENDING)
             if pending is None or pending.pk != push.pending.pk:
-                states[rotation.pk] = _fail_locked(
+                states[rotation.pk] = _fail_rotation_lock(
                     rotation,
                     status=None,
                     code="pending_changed",
@@ -335,16 +332,14 @@ def _succeed(pushes: list[_Push]) -> dict[int, str]:
                         "attempts": rotation.attempts,
                         "endpoint": rotation.resource.installation.endpoint,
                     },
-                    **context(rotation),
+                    **audit_context(rotation),
                 }
             )
             states[rotation.pk] = State.AWAITING_REDEPLOY
         # One event per pushed rotation: what redeploy tracking planned goes in its details.
-        redeploy = rotations_redeploy_begin(
-            rotations=[rotation for rotation, _, _ in done], record_audit=False
-        )
-        for entry, planned in zip(entries, redeploy, strict=True):
-            entry["details"]["redeploy"] = planned["details"]
+        plans = rotations_redeploy_begin(rotations=[rotation for rotation, _, _ in done])
+        for entry, plan in zip(entries, plans, strict=True):
+            entry["details"]["redeploy"] = plan
         # Last: on PostgreSQL the audit chain's lock is held from here to the commit.
         audit_record_many(entries)
     return states

@@ -2,31 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from rotation.audit import AuditAction, audit_record
+from rotation.audit import Actor, AuditAction, MaybeActor, Origin, actor_may, audit_record, refuse
 from rotation.models import Resource, Rotation, RotationBatch
 from rotation.selectors import Candidate, chunked, resource_ids_of, resources_classify
-from rotation.services.common import (
-    BULK_SIZE,
+from rotation.services.enqueue import (
     CHUNK_SIZE,
-    FAN_OUT_TASK,
-    enqueue_after_commit,
-    has_perm,
-    logger,
-    refuse,
+    batch_fan_out_enqueue,
+    rotations_enqueue_after_commit,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from django.http import HttpRequest
+logger = logging.getLogger(__name__)
 
+BULK_SIZE = 500
 # Batches up to this size enqueue their chunk tasks (at most 20) from the request itself;
 # larger ones leave that to one fan-out task, so a request never enqueues hundreds of tasks.
 INLINE_FAN_OUT_MAX = 20 * CHUNK_SIZE
@@ -48,25 +46,26 @@ class RotationPreview:
 
 def _check_request(
     *,
-    actor: Any,
+    actor: MaybeActor,
     reason: str,
     ticket: str,
     emergency: bool,
     count: int,
     source: str,
-    request: HttpRequest | None,
-) -> None:
-    fields = {
+    origin: Origin | None,
+) -> Actor:
+    """The actor, once allowed; otherwise the refusal is audited and raised."""
+    fields: dict[str, Any] = {
         "actor": actor,
-        "request": request,
+        "origin": origin,
         "action": AuditAction.ROTATION_REQUEST_DENIED,
         "reason": reason,
         "ticket": ticket[:100],
         "details": {"requested": count, "emergency": emergency, "source": source},
     }
-    if not has_perm(actor, "rotation.rotate_resource"):
+    if not actor_may(actor, "rotation.rotate_resource"):
         refuse(message="You do not have permission to rotate credentials.", **fields)
-    if emergency and not has_perm(actor, "rotation.rotate_resource_emergency"):
+    if emergency and not actor_may(actor, "rotation.rotate_resource_emergency"):
         refuse(message="You do not have permission to run emergency rotations.", **fields)
     if not reason:
         refuse(message="A reason is required.", outcome="failure", **fields)
@@ -74,23 +73,23 @@ def _check_request(
         refuse(message="The ticket may be at most 100 characters.", outcome="failure", **fields)
     if count == 0:
         refuse(message="No resources were selected.", outcome="failure", **fields)
+    return cast("Actor", actor)
 
 
 def rotation_request_preview(
     *,
     resource_ids: Iterable[int] | QuerySet,
-    actor: Any,
-    emergency: bool = False,
-    request: HttpRequest | None = None,
+    actor: MaybeActor,
+    origin: Origin | None = None,
 ) -> RotationPreview:
     """Which resources a request would rotate and which it would refuse (and why)."""
     ids = resource_ids_of(resource_ids)
-    if not has_perm(actor, "rotation.rotate_resource"):
+    if not actor_may(actor, "rotation.rotate_resource"):
         refuse(
             message="You do not have permission to rotate credentials.",
             action=AuditAction.ROTATION_REQUEST_DENIED,
             actor=actor,
-            request=request,
+            origin=origin,
             details={"requested": len(ids), "preview": True},
         )
     candidates, refused = resources_classify(resource_ids=ids)
@@ -111,7 +110,7 @@ def rotation_request_preview(
         refused=refused[:PREVIEW_REFUSED_CAP],
         refused_count=len(refused),
         sample=sample,
-        emergency_allowed=has_perm(actor, "rotation.rotate_resource_emergency"),
+        emergency_allowed=actor_may(actor, "rotation.rotate_resource_emergency"),
     )
 
 
@@ -192,31 +191,31 @@ def _rotations_create(
 def rotation_request(
     *,
     resource_ids: Iterable[int] | QuerySet,
-    actor: Any,
+    actor: MaybeActor,
     reason: str,
     ticket: str = "",
     emergency: bool = False,
     source: str = RotationBatch.Source.ADMIN,
-    request: HttpRequest | None = None,
+    origin: Origin | None = None,
 ) -> RotationBatch:
     """Record one batch and its rotations in bulk; the work fans out in a task after commit."""
     reason = (reason or "").strip()
     ticket = (ticket or "").strip()
     ids = resource_ids_of(resource_ids)
-    _check_request(
+    user = _check_request(
         actor=actor,
         reason=reason,
         ticket=ticket,
         emergency=emergency,
         count=len(ids),
         source=source,
-        request=request,
+        origin=origin,
     )
     candidates, refused = resources_classify(resource_ids=ids)
     with transaction.atomic():
         batch = RotationBatch.objects.create(
-            requested_by=actor,
-            requested_by_username=actor.get_username(),
+            requested_by=user,
+            requested_by_username=user.get_username(),
             source=source,
             reason=reason,
             ticket=ticket,
@@ -231,8 +230,8 @@ def rotation_request(
         audit_record(
             action=AuditAction.ROTATION_REQUESTED,
             outcome="success" if created else "failure",
-            actor=actor,
-            request=request,
+            actor=user,
+            origin=origin,
             batch=batch,
             reason=reason,
             ticket=ticket,
@@ -248,15 +247,9 @@ def rotation_request(
         )
         if len(created) > INLINE_FAN_OUT_MAX:
             batch_id = batch.pk
-            transaction.on_commit(lambda: _enqueue_fan_out(batch_id))
+            transaction.on_commit(lambda: batch_fan_out_enqueue(batch_id))
         elif created:
             # A few chunk tasks are cheap to enqueue here and save the fan-out task's hop.
             rotation_ids = list(batch.rotations.order_by("pk").values_list("pk", flat=True))
-            enqueue_after_commit(rotation_ids, group=f"batch-{batch.pk}")
+            rotations_enqueue_after_commit(rotation_ids, group=f"batch-{batch.pk}")
     return batch
-
-
-def _enqueue_fan_out(batch_id: int) -> None:
-    from django_q.tasks import async_task
-
-    async_task(FAN_OUT_TASK, batch_id, group=f"batch-{batch_id}", task_name=f"batch-{batch_id}")

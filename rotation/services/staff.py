@@ -2,77 +2,83 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from django.db import transaction
 from django.utils import timezone
 
-from rotation.audit import AuditAction, audit_record
-from rotation.credentials import get_provider
-from rotation.models import CredentialVersion, Rotation, RotationBatch
-from rotation.selectors import IN_CHUNK, chunked
-from rotation.services.common import (
-    RotationRefused,
-    Stage,
-    State,
-    context,
-    enqueue_after_commit,
-    has_perm,
-    locked,
+from rotation.audit import (
+    AuditAction,
+    MaybeActor,
+    Origin,
+    actor_may,
+    audit_context,
+    audit_record,
     refuse,
-    version_expire,
 )
+from rotation.models import CredentialVersion, Rotation, RotationBatch
+from rotation.providers import CredentialProvider, get_provider
+from rotation.providers.retirement import version_expire
+from rotation.selectors import IN_CHUNK, chunked
+from rotation.services.enqueue import rotations_enqueue_after_commit
+from rotation.services.locks import rotation_lock
 
-if TYPE_CHECKING:
-    from django.http import HttpRequest
+State = Rotation.State
+Stage = CredentialVersion.Stage
 
 CANCELLABLE_STATES = (State.REQUESTED, State.PREPARING, State.FAILED)
 
 
 def rotation_cancel(
-    *, rotation: Rotation, actor: Any, request: HttpRequest | None = None
+    *, rotation: Rotation, actor: MaybeActor, origin: Origin | None = None
 ) -> Rotation:
     """Cancel before the push starts or after a failure; the pending version is expired."""
-    if not has_perm(actor, "rotation.cancel_rotation"):
+    if not actor_may(actor, "rotation.cancel_rotation"):
         refuse(
             message="You do not have permission to cancel rotations.",
             action=AuditAction.ROTATION_CANCELLED,
             actor=actor,
-            request=request,
+            origin=origin,
             rotation=rotation,
             resource=rotation.resource,
         )
     provider = get_provider()
     refusal = ""
     with transaction.atomic():
-        current = locked(rotation.pk)
+        current = rotation_lock(rotation.pk)
         if current.state in CANCELLABLE_STATES:
             from_state = current.state
             _cancel_locked(current, provider=provider)
-            outcome, details = "success", {"from_state": from_state}
         else:
             label = State(current.state).label.lower()
             refusal = (
                 f"Rotation #{current.pk} is {label}; only requested, preparing or failed "
                 "rotations can be cancelled."
             )
-            outcome, details = "failure", {"state": current.state, "message": refusal}
-        audit_record(
+        if not refusal:
+            audit_record(
+                action=AuditAction.ROTATION_CANCELLED,
+                actor=actor,
+                origin=origin,
+                resource=current.resource,
+                rotation=current,
+                details={"from_state": from_state},
+                **audit_context(current),
+            )
+    if refusal:
+        refuse(
             action=AuditAction.ROTATION_CANCELLED,
-            outcome=outcome,
+            message=refusal,
+            outcome="failure",
             actor=actor,
-            request=request,
+            origin=origin,
             resource=current.resource,
             rotation=current,
-            details=details,
-            **context(current),
+            details={"state": current.state},
+            **audit_context(current),
         )
-    if refusal:
-        raise RotationRefused(refusal)
     return current
 
 
-def _cancel_locked(rotation: Rotation, *, provider: Any) -> None:
+def _cancel_locked(rotation: Rotation, *, provider: CredentialProvider) -> None:
     pending = CredentialVersion.objects.filter(rotation=rotation, stage=Stage.PENDING).first()
     if pending is not None:
         version_expire(
@@ -89,42 +95,50 @@ def _cancel_locked(rotation: Rotation, *, provider: Any) -> None:
 
 
 def rotation_retry(
-    *, rotation: Rotation, actor: Any, request: HttpRequest | None = None
+    *, rotation: Rotation, actor: MaybeActor, origin: Origin | None = None
 ) -> Rotation:
     """Send a failed rotation round again, reusing its pending version."""
-    if not has_perm(actor, "rotation.retry_rotation"):
+    if not actor_may(actor, "rotation.retry_rotation"):
         refuse(
             message="You do not have permission to retry rotations.",
             action=AuditAction.ROTATION_RETRIED,
             actor=actor,
-            request=request,
+            origin=origin,
             rotation=rotation,
             resource=rotation.resource,
         )
     refusal = ""
     with transaction.atomic():
-        current = locked(rotation.pk)
+        current = rotation_lock(rotation.pk)
         if current.state == State.FAILED:
             _retry_locked([current.pk])
+            previous_error = current.last_error
             current.refresh_from_db()
-            outcome, details = "success", {"previous_error": rotation.last_error}
-            enqueue_after_commit([current.pk], group=f"batch-{current.batch_id}")
+            rotations_enqueue_after_commit([current.pk], group=f"batch-{current.batch_id}")
+            audit_record(
+                action=AuditAction.ROTATION_RETRIED,
+                actor=actor,
+                origin=origin,
+                resource=current.resource,
+                rotation=current,
+                details={"previous_error": previous_error},
+                **audit_context(current),
+            )
         else:
             label = State(current.state).label.lower()
             refusal = f"Rotation #{current.pk} is {label}; only failed rotations can be retried."
-            outcome, details = "failure", {"state": current.state, "message": refusal}
-        audit_record(
+    if refusal:
+        refuse(
             action=AuditAction.ROTATION_RETRIED,
-            outcome=outcome,
+            message=refusal,
+            outcome="failure",
             actor=actor,
-            request=request,
+            origin=origin,
             resource=current.resource,
             rotation=current,
-            details=details,
-            **context(current),
+            details={"state": current.state},
+            **audit_context(current),
         )
-    if refusal:
-        raise RotationRefused(refusal)
     return current
 
 
@@ -153,15 +167,15 @@ def _retry_locked(rotation_ids: list[int]) -> None:
 
 
 def batch_retry_failed(
-    *, batch: RotationBatch, actor: Any, request: HttpRequest | None = None
+    *, batch: RotationBatch, actor: MaybeActor, origin: Origin | None = None
 ) -> int:
     """Retry every failed rotation of the batch; returns how many."""
-    if not has_perm(actor, "rotation.retry_rotation"):
+    if not actor_may(actor, "rotation.retry_rotation"):
         refuse(
             message="You do not have permission to retry rotations.",
             action=AuditAction.BATCH_RETRIED,
             actor=actor,
-            request=request,
+            origin=origin,
             batch=batch,
         )
     with transaction.atomic():
@@ -176,24 +190,24 @@ def batch_retry_failed(
         audit_record(
             action=AuditAction.BATCH_RETRIED,
             actor=actor,
-            request=request,
+            origin=origin,
             batch=batch,
             reason=batch.reason,
             ticket=batch.ticket,
             details={"rotations": ids},
         )
-        enqueue_after_commit(ids, group=f"batch-{batch.pk}")
+        rotations_enqueue_after_commit(ids, group=f"batch-{batch.pk}")
     return len(ids)
 
 
-def batch_cancel(*, batch: RotationBatch, actor: Any, request: HttpRequest | None = None) -> int:
+def batch_cancel(*, batch: RotationBatch, actor: MaybeActor, origin: Origin | None = None) -> int:
     """Cancel every rotation of the batch that has not started pushing; returns how many."""
-    if not has_perm(actor, "rotation.cancel_rotation"):
+    if not actor_may(actor, "rotation.cancel_rotation"):
         refuse(
             message="You do not have permission to cancel rotations.",
             action=AuditAction.BATCH_CANCELLED,
             actor=actor,
-            request=request,
+            origin=origin,
             batch=batch,
         )
     provider = get_provider()
@@ -224,7 +238,7 @@ def batch_cancel(*, batch: RotationBatch, actor: Any, request: HttpRequest | Non
         audit_record(
             action=AuditAction.BATCH_CANCELLED,
             actor=actor,
-            request=request,
+            origin=origin,
             batch=batch,
             reason=batch.reason,
             ticket=batch.ticket,

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from datetime import datetime
 
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django_q.brokers import get_broker
 
 from rotation.audit import AuditAction, audit_record
 from rotation.models import Rotation
 from rotation.selectors import IN_CHUNK, chunked
-from rotation.services.common import State, enqueue_after_commit, logger, stuck_after
+from rotation.services.enqueue import rotations_enqueue_after_commit
+from rotation.services.timing import stuck_after
+
+logger = logging.getLogger(__name__)
+State = Rotation.State
 
 
 def _queue_is_empty() -> bool:
-    from django_q.brokers import get_broker
-
     try:
         return get_broker().queue_size() == 0
     except Exception:  # a broker that cannot count: assume tasks may be lost
@@ -24,7 +28,7 @@ def _queue_is_empty() -> bool:
         return True
 
 
-def rotations_requeue_stuck(*, now: Any = None) -> list[int]:
+def rotations_requeue_stuck(*, now: datetime | None = None) -> list[int]:
     """Re-queue rotations whose task was lost or whose retry is due; returns their ids.
 
     - pushing with `next_attempt_at` due: waiting out a transient error, now due (at most once
@@ -64,5 +68,5 @@ def rotations_requeue_stuck(*, now: Any = None) -> list[int]:
                 action=AuditAction.ROTATION_REQUEUED,
                 details={"rotations": ids_sorted},
             )
-        enqueue_after_commit(ids_sorted, group="sweeper")
+        rotations_enqueue_after_commit(ids_sorted, group="sweeper")
     return ids_sorted

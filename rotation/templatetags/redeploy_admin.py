@@ -6,7 +6,7 @@ from typing import Any
 
 from django import template
 
-from rotation.redeploy import WAITING_STATES
+from rotation.models import Rotation
 
 register = template.Library()
 
@@ -19,7 +19,7 @@ def redeploy_panel(context: dict[str, Any], rotation: Any) -> dict[str, Any]:
         "rotation": rotation,
         "checks": list(rotation.redeploy_checks.all()),
         "reminders": list(rotation.reminders.all()),
-        "waiting": rotation.state in WAITING_STATES,
+        "waiting": rotation.state in Rotation.WAITING_STATES,
         "can_confirm": user.has_perm("rotation.confirm_redeploy"),
         "can_rollback": user.has_perm("rotation.rollback_rotation"),
     }

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from rotation.audit_verify import audit_log_verify
+from rotation.audit.verify import audit_log_verify
 
 
 class Command(BaseCommand):

@@ -7,9 +7,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from rotation.contract import is_valid_env_name
+from rotation.vercel.contract import is_valid_env_name
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "vercel_openapi.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "vercel_openapi.json"
 
 _TYPES: dict[str, Any] = {
     "object": lambda v: isinstance(v, dict),

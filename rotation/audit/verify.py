@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from rotation.audit import GENESIS_HASH, HASHED_FIELDS, canonical_hash
+from rotation.audit.chain import GENESIS_HASH, HASHED_FIELDS, canonical_hash
 from rotation.models import AuditEvent
 
 COLUMNS = ("id", "hash", *HASHED_FIELDS)

@@ -9,9 +9,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
 
-from rotation.contract import ENVIRONMENTS
 from rotation.models import ConnectedProject, CredentialVersion, Installation, Resource
 from rotation.roles import COMPLIANCE, SUPPORT, SUPPORT_LEAD, roles_sync
+from rotation.vercel.contract import ENVIRONMENTS
 
 # Demo-only credentials, printed by seed_demo and stated in the README.
 DEMO_USERS = [

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from rotation.demo import demo_seed
+from rotation.devtools.demo_data import demo_seed
 
 
 class Command(BaseCommand):

@@ -13,8 +13,8 @@ handling. Knobs (`rate`, `fail_rate`, `latency_ms`, `hang_rate`, `drop_rate`,
 `hang_seconds`) may be changed while the server runs. Logs never contain tokens or values.
 """
 
-from rotation.fake_vercel.page import mask
-from rotation.fake_vercel.schema import request_schemas, schema_problems
-from rotation.fake_vercel.server import FakeVercel, RecordedRequest
+from rotation.devtools.fake_vercel.page import mask
+from rotation.devtools.fake_vercel.schema import request_schemas, schema_problems
+from rotation.devtools.fake_vercel.server import FakeVercel, RecordedRequest
 
 __all__ = ["FakeVercel", "RecordedRequest", "mask", "request_schemas", "schema_problems"]

@@ -1,13 +1,4 @@
-"""Credential providers: make new credentials in the partner's backend and expire old ones.
-
-`ROTATION_CREDENTIAL_PROVIDER` names the provider class (a dotted path). A provider offers:
-
-- `create(*, resource) -> list[dict]`: new credentials, already valid in the partner's backend
-  (the old ones keep working), as Vercel's `secrets` list (`name`, `value`, optional
-  `prefix` and `environmentOverrides`).
-- `expire(*, resource, version) -> None`: revoke the credentials of a `CredentialVersion`
-  (called while its ciphertext is still readable; the caller wipes it afterwards).
-- optionally `verify(*, resource, secrets) -> bool`: check that new credentials work.
+"""The demo credential provider (development and tests only): random values, nothing real.
 
 Mapping of a resource's `secret_template` (entries `{"name", "prefix", "environments"}`) to
 the secret list, used by `RandomCredentialProvider`:
@@ -29,15 +20,9 @@ from __future__ import annotations
 
 import logging
 import secrets as random_source
-import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
-from django.utils import timezone
-from django.utils.module_loading import import_string
-
-from rotation.contract import ENVIRONMENTS
+from rotation.vercel.contract import ENVIRONMENTS
 
 if TYPE_CHECKING:
     from rotation.models import CredentialVersion, Resource
@@ -50,31 +35,8 @@ PASSWORD_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
 DEMO_DB_PORT = "5432"
 
 
-class CredentialProviderError(Exception):
-    """The partner's backend could not create, expire or verify credentials."""
-
-
-class CredentialProvider(Protocol):
-    def create(self, *, resource: Resource) -> list[dict]: ...
-
-    def expire(self, *, resource: Resource, version: CredentialVersion) -> None: ...
-
-
-@dataclass(frozen=True)
-class ExpiryRecord:
-    """What the demo provider remembers of an expiry (ids only)."""
-
-    resource_id: int
-    version_id: str
-    expired_at: Any
-
-
 class RandomCredentialProvider:
-    """Demo and test provider: strong random values per template; remembers expiries."""
-
-    # Process-wide, like a real backend's own record; tests read and clear it.
-    expiries: list[ExpiryRecord] = []
-    _lock = threading.Lock()
+    """Demo and test provider: strong random values per template; expiring only logs."""
 
     def create(self, *, resource: Resource) -> list[dict]:
         """A fresh secret set for `resource`, following the mapping in the module docstring."""
@@ -95,13 +57,7 @@ class RandomCredentialProvider:
         return result
 
     def expire(self, *, resource: Resource, version: CredentialVersion) -> None:
-        """Record that the version's credentials no longer work."""
-        with self._lock:
-            self.expiries.append(
-                ExpiryRecord(
-                    resource_id=resource.pk, version_id=str(version.pk), expired_at=timezone.now()
-                )
-            )
+        """Nothing to revoke: these credentials open nothing."""
         logger.info("credentials expired: resource %s version %s", resource.pk, version.pk)
 
     def verify(self, *, resource: Resource, secrets: list[dict]) -> bool:
@@ -111,11 +67,6 @@ class RandomCredentialProvider:
         return sorted(names) == sorted(entry["name"] for entry in template) and all(
             isinstance(secret.get("value"), str) and secret["value"] for secret in secrets
         )
-
-    @classmethod
-    def expired_version_ids(cls) -> list[str]:
-        with cls._lock:
-            return [record.version_id for record in cls.expiries]
 
     @staticmethod
     def _account(resource: Resource, env: str) -> dict[str, str]:
@@ -151,8 +102,3 @@ def _value_for(name: str, account: dict[str, str]) -> str:
     if upper.endswith(("DATABASE", "DB", "DBNAME")):
         return account["database"]
     return random_source.token_urlsafe(32)
-
-
-def get_provider() -> Any:
-    """An instance of the configured provider (read at call time)."""
-    return import_string(settings.ROTATION_CREDENTIAL_PROVIDER)()

@@ -8,13 +8,16 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.db import transaction
 
-from rotation.audit import AuditAction, audit_record, fingerprint
+from rotation.audit.chain import fingerprint
+from rotation.audit.origin import Origin
+from rotation.audit.trail import audit_record
+from rotation.models import AuditAction
 
 
 def audit_login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     """A successful sign-in; fails the sign-in if the event cannot be written."""
     with transaction.atomic():
-        audit_record(action=AuditAction.AUTH_LOGIN, actor=user, request=request)
+        audit_record(action=AuditAction.AUTH_LOGIN, actor=user, origin=Origin.of(request))
 
 
 def audit_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
@@ -24,7 +27,7 @@ def audit_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
             action=AuditAction.AUTH_LOGOUT,
             actor=user,
             actor_type=None if user else "anonymous",
-            request=request,
+            origin=Origin.of(request),
         )
 
 
@@ -45,7 +48,7 @@ def audit_login_failed(sender: Any, credentials: dict, request: Any = None, **kw
             outcome="failure",
             actor_type="anonymous",
             actor_username=attempted if known else "",
-            request=request,
+            origin=Origin.of(request),
             details=details,
         )
 

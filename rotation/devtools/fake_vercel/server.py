@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from rotation.fake_vercel.page import render_page
-from rotation.fake_vercel.schema import name_problems, request_schemas, schema_problems
-from rotation.fake_vercel.wire import (
+from rotation.devtools.fake_vercel.page import render_page
+from rotation.devtools.fake_vercel.schema import name_problems, request_schemas, schema_problems
+from rotation.devtools.fake_vercel.wire import (
     Answer,
     Handler,
     Server,

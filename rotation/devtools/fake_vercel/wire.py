@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rotation.fake_vercel.server import FakeVercel
+    from rotation.devtools.fake_vercel.server import FakeVercel
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from rotation.fake_vercel import FakeVercel
+from rotation.devtools.fake_vercel import FakeVercel
 
 
 def probability(text: str) -> float:

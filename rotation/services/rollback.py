@@ -2,51 +2,51 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from django.db import transaction
 from django.utils import timezone
 
-from rotation.audit import AuditAction, audit_record
-from rotation.models import (
-    AuditEvent,
-    CredentialVersion,
-    Reminder,
-    Rotation,
+from rotation import vercel
+from rotation.audit import (
+    AuditAction,
+    MaybeActor,
+    Origin,
+    RotationRefused,
+    actor_may,
+    audit_record,
+    refuse,
 )
+from rotation.error_text import error_text
+from rotation.models import AuditEvent, CredentialVersion, Rotation
+from rotation.providers import get_provider
+from rotation.redeploy.reminders import reminders_cancel_open
 
-if TYPE_CHECKING:
-    from django.http import HttpRequest
-
-from rotation.redeploy.tracking import (
-    WAITING_STATES,
-    RedeployRefused,
-    State,
-    short_error,
-)
-from rotation.services.common import refuse
+State = Rotation.State
 
 
 def rotation_rollback(
-    *, rotation: Rotation, actor: Any, reason: str, request: HttpRequest | None = None
+    *, rotation: Rotation, actor: MaybeActor, reason: str, origin: Origin | None = None
 ) -> Rotation:
     """Re-push the previous (still valid) credentials, make them current, expire the newer."""
-    from rotation import vercel
-    from rotation.credentials import get_provider
-
     reason = (reason or "").strip()
-    if not actor.has_perm("rotation.rollback_rotation"):
+    if not actor_may(actor, "rotation.rollback_rotation"):
         refuse(
             message="You may not roll back rotations.",
             action=AuditAction.ROTATION_ROLLED_BACK,
             actor=actor,
-            request=request,
+            origin=origin,
             resource=rotation.resource,
             rotation=rotation,
-            error=RedeployRefused,
         )
     if not reason:
-        raise RedeployRefused("A reason is required to roll back.")
+        refuse(
+            message="A reason is required to roll back.",
+            action=AuditAction.ROTATION_ROLLED_BACK,
+            outcome="failure",
+            actor=actor,
+            origin=origin,
+            resource=rotation.resource,
+            rotation=rotation,
+        )
     failure = ""
     with transaction.atomic():
         # The row lock keeps the expiry task away until the rollback is done.
@@ -57,8 +57,8 @@ def rotation_rollback(
         )
         resource = rotation.resource
         installation = resource.installation
-        if rotation.state not in WAITING_STATES:
-            raise RedeployRefused(
+        if rotation.state not in Rotation.WAITING_STATES:
+            raise RotationRefused(
                 f"Rotation #{rotation.pk} is {rotation.get_state_display().lower()}; only a "
                 "rotation waiting for redeploys can be rolled back (the old credentials must "
                 "still work)."
@@ -67,7 +67,7 @@ def rotation_rollback(
         previous = versions.filter(stage=CredentialVersion.Stage.PREVIOUS).first()
         newer = versions.filter(stage=CredentialVersion.Stage.CURRENT).first()
         if previous is None or not previous.secrets_encrypted:
-            raise RedeployRefused(
+            raise RotationRefused(
                 f"Rotation #{rotation.pk} has no previous credentials to restore."
             )
         try:
@@ -81,7 +81,7 @@ def rotation_rollback(
                 product=resource.product,
             )
         except Exception as exc:  # VercelError or CryptoError: refuse, nothing changed
-            failure = short_error(exc)
+            failure = error_text(exc)
         if not failure:
             now = timezone.now()
             expiry_error = ""
@@ -99,7 +99,7 @@ def rotation_rollback(
                     newer.wipe()
                     newer.save(update_fields=["expired_at", "secrets_encrypted", "key_id"])
                 except Exception as exc:  # keep the newer set valid and visible
-                    expiry_error = short_error(exc)
+                    expiry_error = error_text(exc)
                     newer.stage = CredentialVersion.Stage.PREVIOUS
                     newer.save(update_fields=["stage"])
             rotation.state = State.ROLLED_BACK
@@ -113,13 +113,11 @@ def rotation_rollback(
             rotation.save(
                 update_fields=["state", "state_changed_at", "next_attempt_at", "last_error"]
             )
-            Reminder.objects.filter(
-                rotation=rotation, status__in=[Reminder.Status.SCHEDULED, Reminder.Status.FAILED]
-            ).update(status=Reminder.Status.CANCELLED)
+            reminders_cancel_open(rotation_ids=[rotation.pk])
             audit_record(
                 action=AuditAction.ROTATION_ROLLED_BACK,
                 actor=actor,
-                request=request,
+                origin=origin,
                 resource=resource,
                 rotation=rotation,
                 reason=reason,
@@ -136,10 +134,10 @@ def rotation_rollback(
             action=AuditAction.ROTATION_ROLLED_BACK,
             outcome=AuditEvent.Outcome.FAILURE,
             actor=actor,
-            request=request,
+            origin=origin,
             resource=rotation.resource,
             rotation=rotation,
             reason=reason,
             details={"error": failure},
         )
-    raise RedeployRefused(f"Roll back failed, nothing changed: {failure}")
+    raise RotationRefused(f"Roll back failed, nothing changed: {failure}")

@@ -22,7 +22,7 @@ import requests
 from django.conf import settings
 from requests.adapters import HTTPAdapter
 
-from rotation.contract import ENVIRONMENTS, is_valid_env_name
+from rotation.vercel.contract import ENVIRONMENTS, is_valid_env_name
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,47 @@
+"""Who acted and from where: the domain values services take instead of an HTTP request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
+
+from rotation.audit.chain import clean_ip
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
+    from django.http import HttpRequest
+
+# Staff act as Django users; a refused caller may be anonymous or missing.
+Actor: TypeAlias = "User"
+MaybeActor: TypeAlias = "User | AbstractBaseUser | AnonymousUser | None"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a request came from: source IP, user agent and request id (all optional)."""
+
+    ip: str | None = None
+    user_agent: str = ""
+    request_id: str = ""
+
+    @classmethod
+    def of(cls, request: HttpRequest | None) -> Origin | None:
+        """The origin of an HTTP request (views and admin call this, services never do)."""
+        if request is None:
+            return None
+        meta = request.META
+        return cls(
+            ip=clean_ip(meta.get("REMOTE_ADDR")),
+            user_agent=str(meta.get("HTTP_USER_AGENT", "")),
+            request_id=str(meta.get("HTTP_X_REQUEST_ID", "")),
+        )
+
+
+def actor_may(actor: MaybeActor, permission: str) -> bool:
+    """Whether an active, signed-in actor holds `permission`."""
+    return bool(
+        actor is not None
+        and getattr(actor, "is_active", False)
+        and getattr(actor, "is_authenticated", False)
+        and actor.has_perm(permission)
+    )

@@ -1,0 +1,159 @@
+"""The audit trail: one function writes every event, inside the caller's transaction.
+
+Appends are serialized so the chain never forks: on PostgreSQL by a transaction-scoped
+advisory lock taken before the head of the chain is read and held until the caller's
+transaction ends; on SQLite by its single writer (our connections open transactions with
+BEGIN IMMEDIATE). A unique `prev_hash` makes a fork impossible even for a writer that
+bypasses the lock. Hashing lives in `rotation.audit.chain`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from django.db import connection, models, transaction
+from django.utils import timezone
+
+from rotation.audit.chain import GENESIS_HASH, clean_details, clean_ip, clean_text, event_hash
+from rotation.models import AuditAction, AuditEvent
+
+if TYPE_CHECKING:
+    from rotation.audit.origin import MaybeActor, Origin
+    from rotation.models import Rotation
+
+# Arbitrary constant naming the audit chain's advisory lock on PostgreSQL.
+CHAIN_LOCK_ID = 7_201_202_611
+
+
+def _lock_chain() -> None:
+    # Held until the outer transaction commits or rolls back, so the next writer reads a
+    # committed head. SQLite needs nothing: a write transaction excludes all other writers.
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_ID])
+
+
+def _ref(value: Any, attribute: str) -> Any:
+    return getattr(value, attribute, value)
+
+
+def _int_ref(value: Any) -> int | None:
+    value = _ref(value, "pk")
+    return None if value in (None, "") else int(value)
+
+
+@functools.cache
+def _known_actions() -> frozenset[str]:
+    # TextChoices.values builds a new list on every access; events are written in bulk.
+    return frozenset(AuditAction.values)
+
+
+@functools.cache
+def _known_outcomes() -> frozenset[str]:
+    return frozenset(AuditEvent.Outcome.values)
+
+
+def _build_event(
+    *,
+    action: str,
+    outcome: str = "success",
+    actor: MaybeActor = None,
+    actor_type: str | None = None,
+    origin: Origin | None = None,
+    installation: Any = None,
+    resource: Any = None,
+    rotation: Any = None,
+    batch: Any = None,
+    reason: str = "",
+    ticket: str = "",
+    details: Mapping[str, Any] | None = None,
+    actor_username: str = "",
+) -> AuditEvent:
+    """An unsaved, unchained event; refuses unknown actions and outcomes."""
+    if action not in _known_actions():
+        raise ValueError(f"unknown audit action {action!r}: add it to rotation.models.AuditAction")
+    if outcome not in _known_outcomes():
+        raise ValueError(f"unknown audit outcome {outcome!r}")
+    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+    if actor_type is None:
+        actor_type = AuditEvent.ActorType.USER if user else AuditEvent.ActorType.SYSTEM
+    if resource is not None and installation is None and hasattr(resource, "installation"):
+        installation = resource.installation
+    if rotation is not None and batch is None and hasattr(rotation, "batch_id"):
+        batch = rotation.batch_id
+    return AuditEvent(
+        created_at=timezone.now(),
+        actor_type=str(actor_type),
+        actor_user_id=user.pk if user else None,
+        actor_username=clean_text(user.get_username() if user else actor_username, 150),
+        action=str(action),
+        outcome=str(outcome),
+        installation_ref=clean_text(_ref(installation, "vercel_id"), 64),
+        resource_ref=clean_text(_ref(resource, "vercel_id"), 128),
+        rotation_ref=_int_ref(rotation),
+        batch_ref=_int_ref(batch),
+        reason=clean_text(reason),
+        ticket=clean_text(ticket, 100),
+        source_ip=clean_ip(origin.ip) if origin else None,
+        user_agent=clean_text(origin.user_agent if origin else "", 512),
+        request_id=clean_text(origin.request_id if origin else "", 64),
+        details=clean_details(dict(details or {})),
+    )
+
+
+def _reserve_ids(count: int) -> list[int] | None:
+    # Explicit ids drawn under the chain lock keep id order equal to chain order.
+    if connection.vendor != "postgresql":
+        return None  # SQLite's single writer assigns rowids in insert order
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence('rotation_auditevent', 'id')) "
+            "FROM generate_series(1, %s)",
+            [count],
+        )
+        return sorted(row[0] for row in cursor.fetchall())
+
+
+def _append(events: list[AuditEvent]) -> list[AuditEvent]:
+    """Chain and insert events, in order, under the chain lock."""
+    with transaction.atomic():
+        _lock_chain()
+        last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
+        previous = last or GENESIS_HASH
+        for event in events:
+            event.prev_hash = previous
+            event.hash = previous = event_hash(event)
+        if len(events) == 1:
+            events[0].save(force_insert=True)
+            return events
+        ids = _reserve_ids(len(events))
+        if ids is not None:
+            for event, pk in zip(events, ids, strict=True):
+                event.pk = pk
+        # The manager refuses bulk_create for everybody else; this is the one sanctioned path.
+        models.QuerySet.bulk_create(AuditEvent.objects.all(), events)
+    return events
+
+
+def audit_record(**fields: Any) -> AuditEvent:
+    """Append one event. Must run inside the transaction of the change it records.
+
+    Takes the keyword arguments of `_build_event` (action, outcome, actor, actor_type,
+    origin, installation, resource, rotation, batch, reason, ticket, details,
+    actor_username). Fails closed: any error (unknown action, a secret-looking detail, a
+    database error) propagates, so the caller's transaction and the change it holds roll back.
+    """
+    return _append([_build_event(**fields)])[0]
+
+
+def audit_record_many(entries: Iterable[Mapping[str, Any]]) -> list[AuditEvent]:
+    """Append many events at once (one lock, one insert); each entry is audit_record's kwargs."""
+    events = [_build_event(**entry) for entry in entries]
+    return _append(events) if events else []
+
+
+def audit_context(rotation: Rotation) -> dict[str, str]:
+    """Reason and ticket of the rotation's batch, so every event of a rotation carries them."""
+    return {"reason": rotation.batch.reason, "ticket": rotation.batch.ticket}

@@ -1,0 +1,102 @@
+"""The start of redeploy tracking, when a push lands: projects to wait for, deadline, reminders."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from rotation.models import ConnectedProject, RedeployCheck, Reminder, Rotation
+from rotation.redeploy.expiry import expiry_enqueue_after_commit
+
+
+def _reminders_for(rotation: Rotation, pushed_at: datetime, deadline: datetime) -> list[Reminder]:
+    if rotation.emergency:
+        return []
+    reminders = [
+        Reminder(
+            rotation=rotation,
+            step=f"day-{days:g}",
+            kind=Reminder.Kind.CUSTOMER,
+            due_at=pushed_at + timedelta(days=days),
+        )
+        for days in sorted(set(settings.ROTATION_REMINDER_DAYS))
+        if pushed_at + timedelta(days=days) < deadline
+    ]
+    escalate_at = deadline - timedelta(hours=settings.ROTATION_ESCALATION_HOURS_BEFORE_DEADLINE)
+    reminders.append(
+        Reminder(
+            rotation=rotation,
+            step="escalation",
+            kind=Reminder.Kind.ESCALATION,
+            due_at=max(escalate_at, pushed_at),
+        )
+    )
+    if not settings.ROTATION_EXPIRE_ON_DEADLINE:  # otherwise expiry, not a warning, is due
+        reminders.append(
+            Reminder(
+                rotation=rotation, step="overdue", kind=Reminder.Kind.ESCALATION, due_at=deadline
+            )
+        )
+    return reminders
+
+
+def rotations_redeploy_begin(*, rotations: list[Rotation]) -> list[dict[str, Any]]:
+    """Snapshot the projects to wait for, set deadlines and plan reminders; idempotent.
+
+    Runs inside the push's record transaction, on a group of just-pushed rotations, with a
+    fixed number of queries. Returns each rotation's plan (projects, deadline, reminders),
+    which the push writes into its `rotation.pushed` event: one event per pushed rotation.
+    """
+    if not rotations:
+        return []
+    now = timezone.now()
+    pushed = {rotation.pk: rotation.pushed_at or now for rotation in rotations}
+    connected: dict[int, list[ConnectedProject]] = {}
+    for project in ConnectedProject.objects.filter(
+        resource_id__in={rotation.resource_id for rotation in rotations},
+        connected_at__lte=max(pushed.values()),
+    ):
+        connected.setdefault(project.resource_id, []).append(project)
+    checks: list[RedeployCheck] = []
+    reminders: list[Reminder] = []
+    new_deadlines: dict[datetime, list[int]] = {}
+    plans: list[dict[str, Any]] = []
+    for rotation in rotations:
+        pushed_at = pushed[rotation.pk]
+        projects = [
+            p
+            for p in connected.get(rotation.resource_id, [])
+            if p.connected_at <= pushed_at
+            and (p.disconnected_at is None or p.disconnected_at > pushed_at)
+        ]
+        checks += [
+            RedeployCheck(rotation=rotation, project_id=p.project_id, connected_at=p.connected_at)
+            for p in projects
+        ]
+        if rotation.redeploy_deadline_at is None:
+            rotation.redeploy_deadline_at = pushed_at + timedelta(
+                days=settings.ROTATION_REDEPLOY_GRACE_DAYS
+            )
+            new_deadlines.setdefault(rotation.redeploy_deadline_at, []).append(rotation.pk)
+        deadline = rotation.redeploy_deadline_at
+        planned = _reminders_for(rotation, pushed_at, deadline)
+        reminders += planned
+        plans.append(
+            {
+                "projects": sorted(p.project_id for p in projects),
+                "deadline": deadline.isoformat(),
+                "emergency": rotation.emergency,
+                "reminders": [r.step for r in planned],
+            }
+        )
+    RedeployCheck.objects.bulk_create(checks, ignore_conflicts=True)
+    for deadline, pks in new_deadlines.items():
+        Rotation.objects.filter(pk__in=pks).update(redeploy_deadline_at=deadline)
+    Reminder.objects.bulk_create(reminders, ignore_conflicts=True)
+    for rotation in rotations:
+        if rotation.emergency:
+            expiry_enqueue_after_commit(rotation.pk)
+    return plans
