@@ -20,6 +20,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -40,10 +41,30 @@ from rotation import vercel  # noqa: E402
 from rotation.devtools.fake_vercel import FakeVercel  # noqa: E402
 
 TOKEN = "vci_bench_client_token"
+# One run sends at most 4 * repeat * n + n + 1 PUTs, all to 127.0.0.1; both are capped.
+MAX_CALLS = 100_000
+MAX_REPEAT = 10
 SECRETS = [
     {"name": "DATABASE_URL", "value": "postgres://u:p@db.example.com/app"},
     {"name": "PGPASSWORD", "value": "bench-password", "environmentOverrides": {"preview": "x1"}},
 ]
+
+
+def count(limit: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not 1 <= value <= limit:
+            raise argparse.ArgumentTypeError(f"must be between 1 and {limit:,}")
+        return value
+
+    return parse
+
+
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError("must be at least 0 and below 1")
+    return value
 
 
 def push(index: int, session: requests.Session | None = None) -> None:
@@ -83,10 +104,10 @@ def threaded_rate(n: int, threads: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--fail-rate", type=float, default=0.05)
-    parser.add_argument("--drop-rate", type=float, default=0.05)
+    parser.add_argument("--n", type=count(MAX_CALLS), default=1000)
+    parser.add_argument("--repeat", type=count(MAX_REPEAT), default=3)
+    parser.add_argument("--fail-rate", type=probability, default=0.05)
+    parser.add_argument("--drop-rate", type=probability, default=0.05)
     args = parser.parse_args()
     logging.getLogger("rotation").setLevel(logging.ERROR)
 

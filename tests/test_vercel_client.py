@@ -43,7 +43,7 @@ def push(**overrides):
         "secrets": [{"name": "DATABASE_URL", "value": VALUE}],
     }
     arguments.update(overrides)
-    vercel.update_resource_secrets(**arguments)
+    return vercel.update_resource_secrets(**arguments)
 
 
 def push_error(**overrides) -> VercelError:
@@ -156,19 +156,6 @@ def test_it_merges_secrets_with_partial(fake):
     ]
 
 
-def test_it_creates_a_resource_updated_event(fake):
-    vercel.create_event(installation_id=INSTALLATION, token=TOKEN, resource_id=RESOURCE)
-    vercel.create_event(
-        installation_id=INSTALLATION, token=TOKEN, resource_id=RESOURCE, product_id=PRODUCT
-    )
-
-    first, second = fake.requests
-    assert (first.method, first.path) == ("POST", f"/v1/installations/{INSTALLATION}/events")
-    assert first.body == {"event": {"type": "resource.updated", "resourceId": RESOURCE}}
-    assert second.body["event"]["productId"] == PRODUCT
-    assert [event["resourceId"] for event in fake.events] == [RESOURCE, RESOURCE]
-
-
 def test_it_reuses_one_session_and_connection(fake):
     push()
     push()
@@ -239,7 +226,17 @@ def test_it_refuses_a_token_a_header_cannot_carry_without_echoing_it(fake):
 
 
 @pytest.mark.parametrize(
-    "url", ["http://api.vercel.com", "http://10.0.0.5:8765", "ftp://127.0.0.1", "api.vercel.com"]
+    "url",
+    [
+        "http://api.vercel.com",
+        "http://10.0.0.5:8765",
+        "ftp://127.0.0.1",
+        "api.vercel.com",
+        "http://127.attacker.example",
+        "http://127.0.0.1.attacker.example",
+        "http://localhost.attacker.example",
+        "http://[::ffff:10.0.0.5]",
+    ],
 )
 def test_it_refuses_to_send_the_token_in_clear_text_off_this_machine(fake, settings, url):
     settings.VERCEL_API_URL = url
@@ -333,10 +330,17 @@ def test_it_treats_an_unexpected_redirect_as_permanent_and_does_not_follow_it(fa
     assert len(fake.requests) == 1
 
 
-def test_it_accepts_any_2xx_as_success(fake):
-    fake.respond_next(200, {"ok": True})
+@pytest.mark.parametrize(("status", "payload"), [(200, {"ok": True}), (202, {}), (204, None)])
+def test_it_accepts_any_2xx_as_success(fake, status, payload):
+    fake.respond_next(status, payload)
 
-    push()
+    assert push() is None
+
+    (request,) = fake.requests
+    assert (request.path, request.status) == (
+        f"/v1/installations/{INSTALLATION}/resources/{RESOURCE}/secrets",
+        status,
+    )
 
 
 # -- rate limits and waits -------------------------------------------------------------------
@@ -427,6 +431,7 @@ def test_it_gives_up_on_a_hanging_answer_as_a_transient_timeout(fake):
     error = push_error()
 
     assert (error.status, error.code, error.permanent) == (None, "timeout", False)
+    assert error.message == "no answer in time (ReadTimeout)"
     assert fake.stats["hung"] == 1
 
 
@@ -456,6 +461,17 @@ def test_it_reports_a_refused_connection_as_transient(fake, settings):
     error = push_error()
 
     assert (error.code, error.permanent) == ("connection_error", False)
+    assert error.message == "connection failed (ConnectionError)"
+
+
+def test_it_reports_a_request_it_cannot_send_as_permanent_naming_only_the_class(fake, settings):
+    settings.VERCEL_API_URL = "http://127.0.0.1:99999"
+
+    error = push_error()
+
+    assert (error.status, error.code, error.permanent) == (None, "request_error", True)
+    assert error.message == "request could not be sent (InvalidURL)"
+    assert fake.requests == []
 
 
 def test_it_pickles_an_error_with_its_fields():
@@ -506,13 +522,9 @@ def test_it_sends_only_bodies_the_openapi_subset_accepts(fake):
                 product=PRODUCT,
                 secrets=[{"name": f"S{i}", "value": f"v{i}", "prefix": ""} for i in range(30)],
             )
-    vercel.create_event(installation_id=INSTALLATION, token=TOKEN, resource_id=RESOURCE)
-    vercel.create_event(
-        installation_id=INSTALLATION, token=TOKEN, resource_id=RESOURCE, product_id=PRODUCT
-    )
 
     sent = fake.requests
-    assert len(sent) == 14
+    assert len(sent) == 12
     for request in sent:
         assert request.status == 201
         matching = [

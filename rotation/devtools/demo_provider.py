@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import logging
 import secrets as random_source
-from typing import TYPE_CHECKING, Any
+from collections import Counter
+from typing import Any
 
+from rotation.models import CredentialVersion, Resource
 from rotation.vercel.contract import ENVIRONMENTS
-
-if TYPE_CHECKING:
-    from rotation.models import CredentialVersion, Resource
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +61,9 @@ class RandomCredentialProvider:
 
     def verify(self, *, resource: Resource, secrets: list[dict]) -> bool:
         """Every template entry is present exactly once with a non-empty value."""
-        names = [secret.get("name") for secret in secrets]
+        names = Counter(secret.get("name") for secret in secrets)
         template = resource.secret_template or [{"name": "DATABASE_URL"}]
-        return sorted(names) == sorted(entry["name"] for entry in template) and all(
+        return names == Counter(entry["name"] for entry in template) and all(
             isinstance(secret.get("value"), str) and secret["value"] for secret in secrets
         )
 

@@ -1,23 +1,20 @@
 """The Vercel client: the one place that talks to Vercel's REST API, and the facts of its
 contract that the importer and the stand-in share. Nothing here imports models.
 
-Modules: `client` (the request helper and the endpoints), `contract` (environments and
-variable names).
+Modules: `client` (the session, the request helper and the endpoints), `errors`
+(`VercelError` and how answers, transport failures and refusals become one, with the waits
+Vercel asks for), `contract` (environments and variable names).
 """
 
 from rotation.vercel.client import (
-    RETRY_AFTER_MAX,
-    RETRY_AFTER_MIN,
     USER_AGENT,
     VERSION,
-    VercelError,
-    create_event,
     default_session,
-    parse_retry_after,
     secrets_body,
     update_resource_secrets,
     validate_secrets,
 )
+from rotation.vercel.errors import RETRY_AFTER_MAX, RETRY_AFTER_MIN, VercelError, parse_retry_after
 
 __all__ = [
     "RETRY_AFTER_MAX",
@@ -25,7 +22,6 @@ __all__ = [
     "USER_AGENT",
     "VERSION",
     "VercelError",
-    "create_event",
     "default_session",
     "parse_retry_after",
     "secrets_body",

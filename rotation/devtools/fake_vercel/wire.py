@@ -1,4 +1,8 @@
-"""HTTP plumbing of the stand-in: the threaded server, its handler, reading and answering."""
+"""HTTP plumbing of the stand-in: the threaded server, its handler, reading and answering.
+
+It knows nothing of Vercel: the server is given one `Respond` callable and hands it every
+request, so what is answered lives with the caller.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,9 @@ import json
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from rotation.devtools.fake_vercel.server import FakeVercel
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +23,10 @@ MAX_BODY_BYTES = 1 << 20
 class Answer(Exception):
     """Raised while handling a request to answer at once."""
 
-    def __init__(self, status: int, payload: Any = None, headers: dict | None = None):
+    def __init__(
+        self, status: int, payload: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status)
         self.status = status
         self.payload = payload
         self.headers = headers or {}
@@ -34,15 +39,28 @@ def error(status: int, code: str, message: str, **extra: Any) -> Answer:
     return Answer(status, {"error": {"code": code, "message": message, **extra}})
 
 
+# Called on a handler thread with the request's handler and its method ("GET", "PUT", ...);
+# it reads the request and answers it (or drops the connection) through the handler.
+Respond = Callable[["Handler", str], None]
+
+
 class Server(ThreadingHTTPServer):
+    """A threaded HTTP server that passes every request to `respond`."""
+
     daemon_threads = True
     request_queue_size = 128
-    fake: FakeVercel
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, address: tuple[str, int], respond: Respond) -> None:
+        super().__init__(address, Handler)
+        self.respond = respond
         self.open_connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        """The base URL this server listens on (with the port the system chose for port 0)."""
+        host, port = self.socket.getsockname()[:2]
+        return f"http://{host}:{port}"
 
     def close_open_connections(self) -> None:
         """Cut keep-alive connections, so no client reuses one after a stop."""
@@ -74,19 +92,19 @@ class Handler(BaseHTTPRequestHandler):
         super().finish()
 
     def do_GET(self) -> None:
-        self.server.fake.handle_request(self, "GET")
+        self.server.respond(self, "GET")
 
     def do_PUT(self) -> None:
-        self.server.fake.handle_request(self, "PUT")
+        self.server.respond(self, "PUT")
 
     def do_POST(self) -> None:
-        self.server.fake.handle_request(self, "POST")
+        self.server.respond(self, "POST")
 
     def do_PATCH(self) -> None:
-        self.server.fake.handle_request(self, "PATCH")
+        self.server.respond(self, "PATCH")
 
     def do_DELETE(self) -> None:
-        self.server.fake.handle_request(self, "DELETE")
+        self.server.respond(self, "DELETE")
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("fake vercel: " + format, *args)

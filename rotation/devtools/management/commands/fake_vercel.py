@@ -1,7 +1,9 @@
 """`manage.py fake_vercel`: run the local Vercel stand-in until Ctrl-C."""
 
 import json
+from argparse import ArgumentParser
 from pathlib import Path
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
@@ -19,7 +21,7 @@ def probability(text: str) -> float:
 class Command(BaseCommand):
     help = "Serve a local stand-in for Vercel's resource secrets API, with fault injection."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8765)
         parser.add_argument("--rate", type=float, default=None, help="requests per second")
@@ -33,7 +35,7 @@ class Command(BaseCommand):
             "--config", default=None, help="import_installations JSON (default: the database)"
         )
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         fake = FakeVercel(
             host=options["host"],
             port=options["port"],

@@ -1,5 +1,8 @@
 """`manage.py seed_demo`: demo users, installations and resources for the local stand-in."""
 
+from argparse import ArgumentParser
+from typing import Any
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
@@ -9,12 +12,12 @@ from rotation.devtools.demo_data import demo_seed
 class Command(BaseCommand):
     help = "Create demo users, installations and resources (idempotent; development only)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
             "--force", action="store_true", help="run even though real keys are configured"
         )
 
-    def handle(self, *args, force: bool, **options):
+    def handle(self, *args: Any, force: bool, **options: Any) -> None:
         # Real keys mean a real deployment: never plant known passwords there by accident.
         if settings.SECRET_KEY != settings.DEV_SECRET_KEY and not force:
             raise CommandError(

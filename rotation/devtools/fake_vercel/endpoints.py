@@ -1,0 +1,101 @@
+"""The API the stand-in serves: both Update Resource Secrets endpoints, checked as Vercel
+checks them (path, method, bearer token per installation, body against the published schema,
+variable names), then applied to the installation store.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Callable
+from urllib.parse import unquote
+
+from rotation.devtools.fake_vercel.installations import InstallationStore
+from rotation.devtools.fake_vercel.recording import RecordedRequest
+from rotation.devtools.fake_vercel.schema import name_problems, request_schemas, schema_problems
+from rotation.devtools.fake_vercel.wire import Answer, Handler, error, parse_json
+
+# (path, operationId in the OpenAPI subset); both take PUT.
+ROUTES = (
+    (
+        re.compile(
+            r"^/v1/installations/(?P<installation>[^/]+)/products/(?P<product>[^/]+)"
+            r"/resources/(?P<resource>[^/]+)/secrets$"
+        ),
+        "update-resource-secrets",
+    ),
+    (
+        re.compile(
+            r"^/v1/installations/(?P<installation>[^/]+)/resources/(?P<resource>[^/]+)/secrets$"
+        ),
+        "update-resource-secrets-by-id",
+    ),
+)
+
+
+class SecretsEndpoints:
+    """Answers API calls from the store; `reload` is asked to look again for unknown ids."""
+
+    def __init__(self, store: InstallationStore, reload: Callable[[], bool]) -> None:
+        self.store = store
+        self.reload = reload
+
+    def answer(
+        self, handler: Handler, method: str, path: str, raw: bytes, recorded: RecordedRequest
+    ) -> Answer:
+        """The answer to one API call; fills in the recorded operation and parsed body."""
+        try:
+            return self._handle(handler, method, path, raw, recorded)
+        except Answer as answer:
+            return answer
+
+    def _handle(
+        self, handler: Handler, method: str, path: str, raw: bytes, recorded: RecordedRequest
+    ) -> Answer:
+        found = [
+            (match, operation) for pattern, operation in ROUTES if (match := pattern.match(path))
+        ]
+        if not found:
+            raise error(404, "not_found", "The requested path was not found")
+        match, operation = found[0]
+        if method != "PUT":
+            raise error(405, "method_not_allowed", "Not allowed")
+        recorded.operation = operation
+        ids = {key: unquote(value) for key, value in match.groupdict().items()}
+        self._authorize(handler, ids["installation"])
+        body = recorded.body = parse_json(handler, raw)
+        problems = schema_problems(request_schemas()[operation], body) or name_problems(body)
+        if problems:
+            raise error(400, "bad_request", f"Invalid request: {problems[0]}.")
+        self._check_resource(ids)
+        self.store.put_secrets(
+            ids["installation"], ids["resource"], body["secrets"], partial=bool(body.get("partial"))
+        )
+        return Answer(201)
+
+    def _authorize(self, handler: Handler, installation_id: str) -> None:
+        header = handler.headers.get("Authorization") or ""
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise error(401, "unauthorized", "The request is missing an authentication token")
+        known = self.store.token_of(installation_id)
+        if (known is None or not _same(known, token)) and self.reload():
+            known = self.store.token_of(installation_id)
+        if known is None:
+            raise error(404, "not_found", "Installation not found")
+        if not _same(known, token):
+            raise error(403, "forbidden", "Not authorized")
+
+    def _check_resource(self, ids: dict[str, str]) -> None:
+        product = self.store.product_of(ids["installation"], ids["resource"])
+        if product is None and self.reload():
+            product = self.store.product_of(ids["installation"], ids["resource"])
+        if product is None:
+            raise error(404, "not_found", "Resource not found")
+        if "product" in ids and ids["product"] != product:
+            raise error(404, "not_found", "Product not found")
+
+
+def _same(known: str, given: str) -> bool:
+    return hmac.compare_digest(known.encode(), given.encode())
