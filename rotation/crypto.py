@@ -101,7 +101,7 @@ def encrypt(plaintext: bytes, *, aad: bytes, ring: KeyRing | None = None) -> byt
     return FORMAT_VERSION + bytes([len(key_id)]) + key_id + nonce + sealed
 
 
-def key_id_of(blob: bytes) -> str:
+def key_id_of(blob: bytes | memoryview) -> str:
     """The id of the key that sealed `blob`."""
     blob = bytes(blob)
     if len(blob) < 2 or blob[:1] != FORMAT_VERSION:
@@ -112,7 +112,7 @@ def key_id_of(blob: bytes) -> str:
     return blob[2 : 2 + length].decode("ascii", errors="replace")
 
 
-def decrypt(blob: bytes, *, aad: bytes, ring: KeyRing | None = None) -> bytes:
+def decrypt(blob: bytes | memoryview, *, aad: bytes, ring: KeyRing | None = None) -> bytes:
     """Decrypt or raise CryptoError; never returns garbage or the input."""
     ring = ring or default_key_ring()
     blob = bytes(blob)
@@ -128,7 +128,7 @@ def decrypt(blob: bytes, *, aad: bytes, ring: KeyRing | None = None) -> bytes:
         ) from None
 
 
-def needs_reencryption(blob: bytes, ring: KeyRing | None = None) -> bool:
+def needs_reencryption(blob: bytes | memoryview, ring: KeyRing | None = None) -> bool:
     """True when `blob` is sealed with a key other than the primary one."""
     ring = ring or default_key_ring()
     return key_id_of(blob) != ring.primary_id

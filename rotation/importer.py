@@ -1,4 +1,4 @@
-"""Import installations and resources from the JSON format of ARCHITECTURE.md.
+"""Import installations and resources from the JSON import format (README, "Commands").
 
 Validation runs over the whole file first and reports every problem with its path
 (`installations[0] (icfg_1).resources[2].secrets[0].name`); only a clean file is written,

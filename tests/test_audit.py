@@ -364,3 +364,21 @@ def test_it_refuses_an_empty_value_to_fingerprint(db, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     with pytest.raises(CommandError, match="no value"):
         call_command("audit_fingerprint")
+
+
+def test_it_records_a_refusal_of_nobody_signed_in_as_anonymous(rf, db):
+    from django.contrib.auth.models import AnonymousUser
+
+    from rotation.audit import RotationRefused, refuse
+
+    request = rf.post("/webhooks/vercel/", REMOTE_ADDR="192.0.2.7")
+    with pytest.raises(RotationRefused, match="Sign in first"):
+        refuse(
+            action=AuditAction.ROTATION_REQUEST_DENIED,
+            message="Sign in first.",
+            actor=AnonymousUser(),
+            origin=Origin.of(request),
+        )
+    event = AuditEvent.objects.get()
+    assert (event.actor_type, event.actor_username, event.outcome) == ("anonymous", "", "denied")
+    assert (event.source_ip, event.details) == ("192.0.2.7", {"message": "Sign in first."})

@@ -109,3 +109,15 @@ def test_database_url_selects_the_database():
     )
     assert result.stdout.strip() == "postgresql"
     assert manage("shell", "--no-imports", "-c", code).stdout.strip() == "sqlite"
+
+
+def test_it_documents_every_setting_in_the_readme_and_env_example():
+    import re
+
+    source = (ROOT / "partnerportal" / "settings.py").read_text()
+    names = set(re.findall(r'env\.\w+\(\s*"([A-Z][A-Z0-9_]+)"', source))
+    assert {"ROTATION_STUCK_AFTER_SECONDS", "ROTATION_CREDENTIAL_PROVIDER", "Q_POLL"} <= names
+    readme = (ROOT / "README.md").read_text()
+    example = (ROOT / ".env.example").read_text()
+    assert sorted(name for name in names if f"`{name}`" not in readme) == []
+    assert sorted(name for name in names if f"# {name}=" not in example) == []

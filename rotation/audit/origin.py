@@ -39,9 +39,10 @@ class Origin:
 
 def actor_may(actor: MaybeActor, permission: str) -> bool:
     """Whether an active, signed-in actor holds `permission`."""
+    has_perm = getattr(actor, "has_perm", None)
     return bool(
-        actor is not None
+        has_perm is not None
         and getattr(actor, "is_active", False)
         and getattr(actor, "is_authenticated", False)
-        and actor.has_perm(permission)
+        and has_perm(permission)
     )

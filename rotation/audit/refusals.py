@@ -47,7 +47,12 @@ def refusal_record(
             action=action,
             outcome=outcome,
             actor=actor,
-            actor_type=None if actor is not None else AuditEvent.ActorType.ANONYMOUS,
+            # Nobody signed in: say so rather than blame the system.
+            actor_type=(
+                None
+                if getattr(actor, "is_authenticated", False)
+                else AuditEvent.ActorType.ANONYMOUS
+            ),
             origin=origin,
             details={"message": message, **(details or {})},
             **refs,

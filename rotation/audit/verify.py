@@ -40,7 +40,9 @@ def _rows(chunk_size: int) -> Iterator[dict]:
         last_id = chunk[-1]["id"]
 
 
-def _link_problem(row: dict, previous: dict | None, before_previous_hash: str | None, nxt):
+def _link_problem(
+    row: dict, previous: dict | None, before_previous_hash: str | None, nxt: dict | None
+) -> tuple[int, str, str]:
     """Classify a row whose prev_hash is not its predecessor's hash."""
     previous_label = f"event #{previous['id']}" if previous else "the start of the log"
     if previous and row["prev_hash"] == before_previous_hash:

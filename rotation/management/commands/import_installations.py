@@ -22,7 +22,11 @@ class Command(BaseCommand):
             raise CommandError(f"{path}: no such file") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             # The message names the position only; it never echoes the file's content.
-            position = f" at line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else ""
+            position = (
+                f" at line {exc.lineno} column {exc.colno}"
+                if isinstance(exc, json.JSONDecodeError)
+                else ""
+            )
             raise CommandError(f"{path}: not valid JSON{position}; nothing imported") from None
         try:
             result = installations_import(data=data, source=f"import_installations {path.name}")
