@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db.models import Count, QuerySet
 
@@ -12,12 +12,13 @@ from rotation.models import Installation, Resource, Rotation, RotationBatch
 
 # SQLite allows 999 parameters per statement; stay below it for `IN (...)` lists.
 IN_CHUNK = 900
-# States a rotation leaves only by itself (work in progress) versus finished for the batch.
+# Work in progress: a rotation leaves these states by itself. Any other state is settled.
 IN_FLIGHT_STATES = (
     Rotation.State.REQUESTED,
     Rotation.State.PREPARING,
     Rotation.State.PUSHING,
 )
+# Settled states counted as pushed: the new credentials are on Vercel.
 PUSHED_STATES = (
     Rotation.State.AWAITING_REDEPLOY,
     Rotation.State.EXPIRING,
@@ -35,12 +36,16 @@ class Candidate:
     installation_vercel_id: str
 
 
-def chunked(items: list[Any], size: int) -> Iterator[list[Any]]:
+T = TypeVar("T")
+
+
+def chunked(items: list[T], size: int) -> Iterator[list[T]]:
+    """`items` in consecutive slices of at most `size`."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
-def resource_ids_of(resource_ids: Iterable[int] | QuerySet) -> list[int]:
+def resource_ids_of(resource_ids: Iterable[int] | QuerySet[Any]) -> list[int]:
     """Distinct resource ids, in the order given, from ids or a queryset of resources."""
     if isinstance(resource_ids, QuerySet):
         if resource_ids.model is Resource:
@@ -49,9 +54,9 @@ def resource_ids_of(resource_ids: Iterable[int] | QuerySet) -> list[int]:
     return list(dict.fromkeys(int(pk) for pk in resource_ids))
 
 
-def resources_classify(*, resource_ids: list[int]) -> tuple[list[Candidate], list[dict]]:
+def resources_classify(*, resource_ids: list[int]) -> tuple[list[Candidate], list[dict[str, Any]]]:
     """Split requested ids into candidates and refusals `{resource, vercel_id, reason}`."""
-    found: dict[int, tuple] = {}
+    found: dict[int, tuple[int, str, str, str, str]] = {}
     open_rotations: dict[int, tuple[int, str]] = {}
     for chunk in chunked(resource_ids, IN_CHUNK):
         found.update(
@@ -71,7 +76,7 @@ def resources_classify(*, resource_ids: list[int]) -> tuple[list[Candidate], lis
             .values_list("resource_id", "pk", "state")
         )
     candidates: list[Candidate] = []
-    refused: list[dict] = []
+    refused: list[dict[str, Any]] = []
     for pk in resource_ids:
         row = found.get(pk)
         if row is None:
@@ -96,8 +101,56 @@ def resources_classify(*, resource_ids: list[int]) -> tuple[list[Candidate], lis
     return candidates, refused
 
 
-def batch_progress(*, batch: RotationBatch) -> dict[str, Any]:
-    """Counts per state from our own rows, for the batch page's progress bar (JSON-ready)."""
+@dataclass(frozen=True)
+class BatchProgress:
+    """How far a batch got, counted from our own rows.
+
+    `counts` holds every state, zeros included. A rotation is settled once it left the
+    in-flight states (pushed, failed or cancelled alike); the batch is finished when every
+    rotation is settled.
+    """
+
+    batch_id: int
+    counts: dict[str, int]
+    refused: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def in_flight(self) -> int:
+        return sum(self.counts[state] for state in IN_FLIGHT_STATES)
+
+    @property
+    def settled(self) -> int:
+        return self.total - self.in_flight
+
+    @property
+    def pushed(self) -> int:
+        return sum(self.counts[state] for state in PUSHED_STATES)
+
+    @property
+    def failed(self) -> int:
+        return self.counts[Rotation.State.FAILED]
+
+    @property
+    def cancelled(self) -> int:
+        return self.counts[Rotation.State.CANCELLED]
+
+    @property
+    def percent(self) -> int:
+        """Settled rotations in percent, rounded down (100 for an empty batch)."""
+        total = self.total
+        return 100 if total == 0 else int(100 * self.settled / total)
+
+    @property
+    def finished(self) -> bool:
+        return self.in_flight == 0
+
+
+def batch_progress(*, batch: RotationBatch) -> BatchProgress:
+    """Counts per state from our own rows, for the batch page and `rotate_resources --wait`."""
     rows = (
         Rotation.objects.filter(batch_id=batch.pk)
         .order_by()
@@ -106,19 +159,4 @@ def batch_progress(*, batch: RotationBatch) -> dict[str, Any]:
     )
     counts = {state.value: 0 for state in Rotation.State}
     counts.update(dict(rows))
-    total = sum(counts.values())
-    in_flight = sum(counts[state] for state in IN_FLIGHT_STATES)
-    finished = total - in_flight
-    return {
-        "batch": batch.pk,
-        "total": total,
-        "counts": counts,
-        "in_flight": in_flight,
-        "pushed": sum(counts[state] for state in PUSHED_STATES),
-        "failed": counts[Rotation.State.FAILED],
-        "cancelled": counts[Rotation.State.CANCELLED],
-        "finished": finished,
-        "percent": 100 if total == 0 else int(100 * finished / total),
-        "done": in_flight == 0,
-        "refused": len(batch.refused or []),
-    }
+    return BatchProgress(batch_id=batch.pk, counts=counts, refused=len(batch.refused or []))

@@ -67,8 +67,7 @@ def vercel_webhook(request: HttpRequest) -> JsonResponse:
     except (ValueError, UnicodeDecodeError):
         return _answer(400, "malformed JSON")
     try:
-        result = webhook_event_handle(event=event, origin=Origin.of(request))
+        handled = webhook_event_handle(event=event, origin=Origin.of(request))
     except WebhookInvalid as exc:
         return _answer(400, str(exc))
-    outcome = result if result in ("duplicate", "ignored") else "processed"
-    return _answer(200, outcome)
+    return _answer(200, handled.outcome.value)

@@ -1,4 +1,4 @@
-"""Shared personas and data builders. Area-specific fixtures live in their test modules."""
+"""Shared personas, data builders and fixtures used by more than one test package."""
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -129,3 +129,59 @@ def fake_vercel(settings):
     settings.VERCEL_API_URL = fake.url
     yield fake
     fake.stop()
+
+
+@pytest.fixture
+def fast_retries(settings):
+    """Short waits so retry tests run in seconds; hangs end at the read timeout."""
+    settings.ROTATION_PUSH_BACKOFF_BASE = 0.01
+    settings.ROTATION_PUSH_MAX_ATTEMPTS = 40
+    settings.VERCEL_READ_TIMEOUT = 0.3
+    settings.VERCEL_CONNECT_TIMEOUT = 0.5
+
+
+@pytest.fixture
+def q_sync(monkeypatch):
+    """django-q2 runs each enqueued task at once, in this process (`Q_CLUSTER sync`)."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", True)
+
+
+# Redeploy tracking: the policy most tests assume, and the stand-in holding the new values.
+
+
+@pytest.fixture
+def policy(settings):
+    settings.ROTATION_REMINDER_DAYS = [1, 3, 7]
+    settings.ROTATION_REDEPLOY_GRACE_DAYS = 14
+    settings.ROTATION_ESCALATION_HOURS_BEFORE_DEADLINE = 48
+    settings.ROTATION_ESCALATION_EMAILS = ["oncall@partner.example"]
+    settings.ROTATION_EXPIRE_ON_DEADLINE = False
+    settings.ROTATION_EXPIRE_SAFETY_DELAY_MINUTES = 10
+    settings.ROTATION_REDEPLOY_TARGETS = []
+    return settings
+
+
+@pytest.fixture
+def resource(installation):
+    return installation.resources.get()
+
+
+@pytest.fixture
+def provider(db):
+    """Which versions the provider confirmed expired (read from our rows)."""
+    from tests.redeploy_builders import ExpiredAtProvider
+
+    return ExpiredAtProvider
+
+
+@pytest.fixture
+def on_vercel(fake_vercel, resource):
+    """The stand-in, knowing the resource and holding its new (current) secret set."""
+    from tests.redeploy_builders import NEW_SECRETS
+
+    installation = resource.installation
+    fake_vercel.load_from_database()
+    fake_vercel.set_secrets(installation.vercel_id, resource.vercel_id, NEW_SECRETS)
+    return fake_vercel

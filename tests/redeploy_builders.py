@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
 from django.db import transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
+from django_q.models import OrmQ
 
 from rotation.models import ConnectedProject, CredentialVersion, Resource, Rotation, RotationBatch
 from rotation.redeploy import rotations_redeploy_begin
@@ -57,6 +59,17 @@ def make_pushed_rotation(
         rotations_redeploy_begin(rotations=[rotation])
     rotation.refresh_from_db()
     return rotation
+
+
+def run_queued(func: str) -> list:
+    """Take the tasks queued for `func` off the ORM broker and run them, as a worker would."""
+    results = []
+    for entry in OrmQ.objects.order_by("id"):
+        task = entry.task
+        if task["func"] == func:
+            entry.delete()
+            results.append(import_string(func)(*task["args"], **task["kwargs"]))
+    return results
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -107,3 +120,34 @@ def post_signed(url: str, payload: dict, secret: str) -> requests.Response:
         },
         timeout=10,
     )
+
+
+ROLLBACK_TASK = "rotation.tasks_redeploy.rotation_rollback_task"
+PUSH = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+def tick() -> dict[str, int]:
+    """One run of the periodic redeploy schedule."""
+    from rotation.tasks_redeploy import redeploy_tick
+
+    return redeploy_tick()
+
+
+def versions_by_stage(resource: Resource) -> dict[str, CredentialVersion]:
+    return {v.stage: v for v in resource.credential_versions.all()}
+
+
+def run_rollback(rotation: Rotation) -> str:
+    """What the rollback task does for this rotation."""
+    from rotation.services import rotation_rollback_run
+
+    return rotation_rollback_run(rotation_id=rotation.pk)
+
+
+class ExpiredAtProvider:
+    """Reads which versions the provider confirmed expired: stage expired, expiry time set."""
+
+    @staticmethod
+    def expired_version_ids() -> list[str]:
+        confirmed = CredentialVersion.objects.filter(stage="expired", expired_at__isnull=False)
+        return [str(pk) for pk in confirmed.order_by("expired_at").values_list("pk", flat=True)]

@@ -34,20 +34,6 @@ REDIS_URL = "redis://127.0.0.1:6379/11"
 
 
 @pytest.fixture
-def fast_retries(settings):
-    settings.ROTATION_PUSH_BACKOFF_BASE = 0.01
-    settings.ROTATION_PUSH_MAX_ATTEMPTS = 40
-    settings.VERCEL_READ_TIMEOUT = 0.3
-    settings.VERCEL_CONNECT_TIMEOUT = 0.5
-
-
-@pytest.fixture
-def q_sync(monkeypatch):
-    """`Q_CLUSTER = {"sync": True}`: each enqueued task runs at once, in this process."""
-    monkeypatch.setattr(Conf, "SYNC", True)
-
-
-@pytest.fixture
 def fleet(db, fake_vercel) -> list[Installation]:
     """Two installations, one per secrets endpoint, 60 resources each, known to the stand-in."""
     installations = [
@@ -107,9 +93,9 @@ def test_it_pushes_every_rotation_through_faults(
             resource_ids=Resource.objects.all(), actor=alice, reason="quarterly", ticket="OPS-7"
         )
     progress = batch_progress(batch=batch)
-    assert progress["total"] == 120
-    assert progress["counts"]["awaiting_redeploy"] == 120, progress
-    assert progress["done"] and progress["percent"] == 100
+    assert progress.total == 120
+    assert progress.counts["awaiting_redeploy"] == 120, progress
+    assert progress.finished and progress.percent == 100
     stats = fake_vercel.stats
     assert stats["dropped"] and stats["hung"] and stats["rate_limited"]
     # Each 429 was waited out for at least the stand-in's Retry-After (1 s), in the worker.
@@ -173,7 +159,7 @@ def test_it_fails_fast_on_permanent_errors_and_retry_then_succeeds(
     assert fake_vercel.stats["total"] == 120
     with django_capture_on_commit_callbacks(execute=True):
         assert services.batch_retry_failed(batch=batch, actor=alice) == 3
-    assert batch_progress(batch=batch)["counts"]["awaiting_redeploy"] == 120
+    assert batch_progress(batch=batch).counts["awaiting_redeploy"] == 120
     assert_stand_in_holds_current_versions(fake_vercel)
 
 
@@ -218,7 +204,7 @@ def test_it_sweeps_lost_rotations_back_into_the_queue(alice, fleet, fake_vercel,
     # The fan-out task was lost (a Redis worker died): nothing is queued, all sit requested.
     OrmQ.objects.all().delete()
     assert tasks.rotations_sweep() == 120
-    assert batch_progress(batch=batch)["counts"]["requested"] == 120
+    assert batch_progress(batch=batch).counts["requested"] == 120
     assert AuditEvent.objects.filter(action="rotation.requeued").count() == 1
 
 
@@ -288,7 +274,7 @@ def test_it_round_trips_tasks_through_redis_with_ids_only(
     assert redis_broker.queue_size() == 1
     payloads: list[bytes] = []
     assert run_like_a_cluster(redis_broker, payloads, monkeypatch) == 4  # fan-out + 3 chunks
-    assert batch_progress(batch=batch)["counts"]["awaiting_redeploy"] == 120
+    assert batch_progress(batch=batch).counts["awaiting_redeploy"] == 120
     tasks_seen = [SignedPackage.loads(payload) for payload in payloads]
     assert (tasks_seen[0]["func"], tasks_seen[0]["args"]) == (
         "rotation.tasks.batch_fan_out",
@@ -345,7 +331,7 @@ def test_it_runs_with_a_real_qcluster_on_redis(fake_vercel):
                 resource_ids=installation.resources.all(), actor=alice, reason="real cluster"
             )
         deadline = time.monotonic() + 60
-        while not batch_progress(batch=batch)["done"] and time.monotonic() < deadline:
+        while not batch_progress(batch=batch).finished and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
         os.killpg(cluster.pid, signal.SIGTERM)
@@ -355,7 +341,7 @@ def test_it_runs_with_a_real_qcluster_on_redis(fake_vercel):
             os.killpg(cluster.pid, signal.SIGKILL)
             output, _ = cluster.communicate()
     progress = batch_progress(batch=batch)
-    assert progress["counts"]["awaiting_redeploy"] == 30, output.decode()[-3000:]
+    assert progress.counts["awaiting_redeploy"] == 30, output.decode()[-3000:]
     hidden = [value.encode() for value in pushed_values(fake_vercel)]
     assert not [value for value in hidden if value in output]
     assert not [value for value in hidden if value in raw_database_bytes()]
@@ -395,7 +381,7 @@ def test_it_pushes_once_when_a_chunk_task_is_delivered_twice_at_once(fake_vercel
     for thread in threads:
         thread.join()
     assert sum(pushed) == 20
-    assert batch_progress(batch=batch)["counts"]["awaiting_redeploy"] == 20
+    assert batch_progress(batch=batch).counts["awaiting_redeploy"] == 20
     puts = [request.path for request in fake_vercel.requests if request.method == "PUT"]
     assert len(puts) == len(set(puts)) == 20
     assert CredentialVersion.objects.filter(stage="current").count() == 20

@@ -10,6 +10,8 @@ import time_machine
 
 from rotation.audit import AuditAction
 from rotation.models import AuditEvent, ConnectedProject, Installation, Rotation, WebhookEvent
+from rotation.redeploy import events
+from rotation.redeploy.events import WebhookOutcome, WebhookResult, webhook_event_handle
 from rotation.webhooks import sign_webhook
 from tests.redeploy_builders import connect, deployment_event, event, make_pushed_rotation
 
@@ -139,6 +141,24 @@ def test_it_applies_a_redelivered_event_once(client, resource, rotation):
     assert WebhookEvent.objects.count() == 1
     assert AuditEvent.objects.filter(action=AuditAction.PROJECT_REDEPLOYED).count() == 1
     assert AuditEvent.objects.filter(action=AuditAction.WEBHOOK_RECEIVED).count() == 1
+
+
+def test_it_hands_back_a_typed_outcome_and_the_handlers_result(resource, rotation):
+    body = deployment_event(resource, "prj_a", PUSH + timedelta(hours=2), "evt_typed")
+    handled = webhook_event_handle(event=body)
+    assert handled.outcome is WebhookOutcome.PROCESSED
+    assert handled.result and handled.result == WebhookEvent.objects.get().result
+    assert webhook_event_handle(event=body) == WebhookResult(WebhookOutcome.DUPLICATE)
+    other = event("deployment.succeeded", id="evt_other", type="deployment.error")
+    assert webhook_event_handle(event=other) == WebhookResult(WebhookOutcome.IGNORED)
+
+
+def test_it_answers_processed_whatever_the_handler_reports(client, db, monkeypatch):
+    # The outcome is typed, so a handler's text that reads like an outcome cannot pass for one.
+    monkeypatch.setitem(events.HANDLERS, "deployment.succeeded", lambda *args: "duplicate")
+    response = post(client, event("deployment.succeeded", id="evt_words"))
+    assert (response.status_code, response.json()) == (200, {"outcome": "processed"})
+    assert WebhookEvent.objects.get().result == "duplicate"
 
 
 def test_it_does_not_count_a_project_not_connected_to_the_resource(client, resource, rotation):
@@ -357,10 +377,11 @@ def test_it_completes_a_real_rotation_once_every_project_redeployed(
 
 
 def test_it_rolls_back_a_real_rotation_to_the_values_vercel_had_before(
-    resource, pushed_twice, fake_vercel, root
+    resource, pushed_twice, fake_vercel, root, django_capture_on_commit_callbacks
 ):
     from rotation.models import CredentialVersion
     from rotation.services import rotation_rollback
+    from tests.redeploy_builders import run_queued
 
     _, second = pushed_twice
     installation = resource.installation
@@ -370,12 +391,18 @@ def test_it_rolls_back_a_real_rotation_to_the_values_vercel_had_before(
         s["name"]: s for s in fake_vercel.secrets_of(installation.vercel_id, resource.vercel_id)
     } != before
 
-    rotation_rollback(rotation=second, actor=root, reason="the new password is rejected")
+    newer = CredentialVersion.objects.get(resource=resource, stage="current")
+    with django_capture_on_commit_callbacks(execute=True):
+        rotation_rollback(rotation=second, actor=root, reason="the new password is rejected")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert run_queued("rotation.tasks_redeploy.rotation_rollback_task") == [True]
 
     held = fake_vercel.secrets_of(installation.vercel_id, resource.vercel_id)
     assert {s["name"]: s for s in held} == before
     old.refresh_from_db()
     assert old.stage == "current"
+    newer.refresh_from_db()
+    assert newer.stage == "expired" and bytes(newer.secrets_encrypted) == b""
 
 
 @pytest.mark.django_db(transaction=True)

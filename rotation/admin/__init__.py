@@ -1,4 +1,9 @@
-"""Admin registrations, one module per area."""
+"""Admin registrations, one module per area.
 
-import rotation.admin.audit  # noqa: F401
-from rotation.admin import installations, redeploy, rotations  # noqa: F401
+Areas: `installations` (installations and resources, with the action from `rotate_action`),
+`batches`, `rotations`, `redeploy` (dashboard, confirm a redeploy, roll back, webhook
+deliveries) and `audit`. Parts they share: `staff_actions` (permission, audited refusal,
+service call), `refusals` (`deny`), `read_only` and `list_filters`.
+"""
+
+from rotation.admin import audit, batches, installations, redeploy, rotations  # noqa: F401

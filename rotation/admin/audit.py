@@ -12,21 +12,23 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
+from rotation.admin.read_only import ReadOnlyModelAdmin
 from rotation.admin.refusals import deny
 from rotation.audit import AuditAction, Origin, audit_record
 from rotation.audit.chain import HASHED_FIELDS
@@ -110,6 +112,7 @@ class CappedCountPaginator(Paginator):
     """Counts at most `cap` matching rows (a LIMITed subquery), never the whole table."""
 
     cap = 10_000
+    object_list: QuerySet[AuditEvent]  # the changelist's queryset, not any sequence
 
     @cached_property
     def count(self) -> int:
@@ -155,8 +158,32 @@ class InstallationFilter(admin.SimpleListFilter):
         return queryset
 
 
+# The event page shows every field, read-only.
+EVENT_FIELDS = (
+    "id",
+    "created_at",
+    "actor_type",
+    "actor_user_id",
+    "actor_username",
+    "action",
+    "outcome",
+    "installation_ref",
+    "resource_ref",
+    "rotation_link",
+    "batch_ref",
+    "reason",
+    "ticket",
+    "source_ip",
+    "user_agent",
+    "request_id",
+    "details_pretty",
+    "prev_hash",
+    "hash",
+)
+
+
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyModelAdmin):
     list_display = [
         "id",
         "created_at",
@@ -188,38 +215,7 @@ class AuditEventAdmin(admin.ModelAdmin):
     show_full_result_count = False
     paginator = CappedCountPaginator
     actions = None
-    fields = [
-        "id",
-        "created_at",
-        "actor_type",
-        "actor_user_id",
-        "actor_username",
-        "action",
-        "outcome",
-        "installation_ref",
-        "resource_ref",
-        "rotation_link",
-        "batch_ref",
-        "reason",
-        "ticket",
-        "source_ip",
-        "user_agent",
-        "request_id",
-        "details_pretty",
-        "prev_hash",
-        "hash",
-    ]
-    readonly_fields = fields
-
-    # Read-only for everybody, superusers included.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    fields = readonly_fields = EVENT_FIELDS
 
     def has_export_permission(self, request: HttpRequest) -> bool:
         return self.has_view_permission(request) and request.user.has_perm(
@@ -281,12 +277,22 @@ class AuditEventAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def _refuse(self, request: HttpRequest, action: str, reason: str, **details: Any):
-        deny(request, action=action, message=reason, details=details)
-
     def _require_view(self, request: HttpRequest, where: str) -> None:
         if not self.has_view_permission(request):
-            self._refuse(request, AuditAction.AUDIT_VIEWED, "no permission to view", view=where)
+            deny(
+                request,
+                action=AuditAction.AUDIT_VIEWED,
+                message="no permission to view",
+                details={"view": where},
+            )
+
+    def _refuse_change(self, request: HttpRequest, **details: Any) -> NoReturn:
+        deny(
+            request,
+            action=AuditAction.AUDIT_CHANGE_REFUSED,
+            message="audit events are read-only",
+            details=details,
+        )
 
     def changelist_view(self, request, extra_context=None):
         self._require_view(request, "changelist")
@@ -300,29 +306,22 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         if request.method == "POST":
-            self._refuse(
-                request,
-                AuditAction.AUDIT_CHANGE_REFUSED,
-                "audit events are read-only",
-                event=object_id,
-                view="change",
-            )
+            self._refuse_change(request, event=object_id, view="change")
         self._require_view(request, "event")
         return super().change_view(request, object_id, form_url, extra_context)
 
-    def add_view(self, request, form_url="", extra_context=None):
-        self._refuse(
-            request, AuditAction.AUDIT_CHANGE_REFUSED, "audit events are read-only", view="add"
-        )
+    def add_view(
+        self,
+        request: HttpRequest,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> NoReturn:
+        self._refuse_change(request, view="add")
 
-    def delete_view(self, request, object_id, extra_context=None):
-        self._refuse(
-            request,
-            AuditAction.AUDIT_CHANGE_REFUSED,
-            "audit events are read-only",
-            event=object_id,
-            view="delete",
-        )
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> NoReturn:
+        self._refuse_change(request, event=object_id, view="delete")
 
     def history_view(self, request, object_id, extra_context=None):
         self._require_view(request, "history")
@@ -348,11 +347,14 @@ class AuditEventAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/rotation/auditevent/rotation.html", context)
 
-    def export_view(self, request: HttpRequest, export_format: str) -> HttpResponse:
+    def export_view(self, request: HttpRequest, export_format: str) -> HttpResponseBase:
         """The current filtered changelist as CSV or JSON lines, streamed."""
         if not self.has_export_permission(request):
-            self._refuse(
-                request, AuditAction.AUDIT_EXPORTED, "no permission to export", format=export_format
+            deny(
+                request,
+                action=AuditAction.AUDIT_EXPORTED,
+                message="no permission to export",
+                details={"format": export_format},
             )
         try:
             changelist = self.get_changelist_instance(request)

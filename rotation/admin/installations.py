@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, TypedDict
+
 from django import forms
 from django.contrib import admin
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
-from rotation.admin.rotations import RotateActionMixin
+from rotation.admin.rotate_action import RotateActionAdmin
 from rotation.audit import AuditAction, Origin, audit_record
 from rotation.models import ConnectedProject, Installation, Resource
 from rotation.redeploy import connected_project_corrected
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+
+class _ResourceCount(TypedDict):
+    _resource_count: int
 
 
 class InstallationForm(forms.ModelForm):
@@ -30,8 +40,9 @@ class InstallationForm(forms.ModelForm):
         model = Installation
         fields = ["vercel_id", "name", "team_id", "contact_email", "endpoint", "status"]
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         if not self.instance.pk and not cleaned.get("new_access_token"):
             self.add_error("new_access_token", "A new installation needs its access token.")
         return cleaned
@@ -59,16 +70,16 @@ class InstallationAdmin(admin.ModelAdmin):
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
 
-    def get_queryset(self, request: HttpRequest):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Installation]:
         return super().get_queryset(request).annotate(_resource_count=Count("resources"))
 
     @admin.display(description="resources", ordering="_resource_count")
-    def resource_count(self, obj: Installation) -> int:
+    def resource_count(self, obj: WithAnnotations[Installation, _ResourceCount]) -> int:
         return obj._resource_count
 
     @admin.display(description="access token")
-    def token_status(self, obj: Installation) -> str:
-        if not obj.has_access_token:
+    def token_status(self, obj: Installation) -> SafeString | str:
+        if not obj.has_access_token or obj.access_token_set_at is None:
             return "not set"
         when = obj.access_token_set_at.strftime("%Y-%m-%d %H:%M UTC")
         return format_html("set {} under key <code>{}</code>", when, obj.access_token_key_id)
@@ -112,7 +123,7 @@ class ConnectedProjectInline(admin.TabularInline):
 
 
 @admin.register(Resource)
-class ResourceAdmin(RotateActionMixin, admin.ModelAdmin):
+class ResourceAdmin(RotateActionAdmin):
     list_display = ["vercel_id", "name", "product", "installation_link", "status", "updated_at"]
     list_filter = ["status", "product", "installation__endpoint", "installation"]
     list_select_related = ["installation"]

@@ -9,48 +9,40 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import date
+from functools import partial
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from rotation.admin.refusals import deny
-from rotation.audit import AuditAction, Origin, RotationRefused
+from rotation.admin.read_only import ReadOnlyModelAdmin
+from rotation.admin.staff_actions import REDEPLOY_CONFIRM, ROTATION_ROLLBACK, StaffAction
 from rotation.models import Rotation, WebhookEvent
 from rotation.redeploy import rotation_confirm_redeploy
 from rotation.redeploy.dashboard import dashboard_figures
 from rotation.services import rotation_rollback
 
 VIEW_PERMISSION = "rotation.view_rotation"
-CONFIRM_PERMISSION = "rotation.confirm_redeploy"
-ROLLBACK_PERMISSION = "rotation.rollback_rotation"
 CHART_WIDTH, CHART_HEIGHT, CHART_LEFT, CHART_BOTTOM, CHART_TOP = 640, 180, 28, 22, 12
 CHART_RIGHT = 18  # room for the last date label
 
 
-class NoteForm(forms.Form):
-    text = forms.CharField(
-        label="Note",
-        max_length=2000,
-        widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
-        help_text="How the customer confirmed (ticket, call, email); kept in the audit trail.",
-    )
+class AuditTextForm(forms.Form):
+    """The one text a staff action asks for (a note, a reason); kept in the audit trail."""
 
+    text = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 4, "cols": 60}))
 
-class ReasonForm(forms.Form):
-    text = forms.CharField(
-        label="Reason",
-        max_length=2000,
-        widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
-        help_text="Why roll back? Recorded in the audit trail.",
-    )
+    def __init__(self, *args: Any, label: str, help_text: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["text"].label = label
+        self.fields["text"].help_text = help_text
 
 
 def rotations_per_day_svg(per_day: list[tuple[date, int]]) -> SafeString:
@@ -125,38 +117,32 @@ def _rotation_form_view(
     request: HttpRequest,
     rotation_id: int,
     *,
-    permission: str,
-    form_class: type[forms.Form],
+    action: StaffAction,
     service: Callable[..., Any],
-    denied_action: str,
     text_argument: str,
+    label: str,
+    help_text: str,
     title: str,
     button: str,
     done: str,
 ) -> HttpResponse:
+    """A staff action on one rotation that asks for a text first: the page on GET, the
+    service call (`text_argument` = the text) on a valid POST."""
     rotation = get_object_or_404(
         Rotation.objects.select_related("resource__installation"), pk=rotation_id
     )
+    refs: dict[str, Any] = {"rotation": rotation, "resource": rotation.resource}
+    action.guard(request, **refs)
     rotation_url = reverse("admin:rotation_rotation_change", args=[rotation.pk])
-    form = form_class(request.POST or None)
-    if request.method == "POST":
-        if not request.user.has_perm(permission):
-            deny(request, action=denied_action, rotation=rotation, resource=rotation.resource)
-        if form.is_valid():
-            try:
-                service(
-                    rotation=rotation,
-                    actor=request.user,
-                    origin=Origin.of(request),
-                    **{text_argument: form.cleaned_data["text"]},
-                )
-            except RotationRefused as exc:
-                messages.error(request, str(exc))
-            else:
-                messages.success(request, f"{rotation}: {done}")
-            return HttpResponseRedirect(rotation_url)
-    elif not request.user.has_perm(permission):
-        raise PermissionDenied
+    form = AuditTextForm(request.POST or None, label=label, help_text=help_text)
+    if request.method == "POST" and form.is_valid():
+        return action.run(
+            request,
+            partial(service, rotation=rotation, **{text_argument: form.cleaned_data["text"]}),
+            report=lambda _: (f"{rotation}: {done}", messages.SUCCESS),
+            redirect_to=rotation_url,
+            **refs,
+        )
     context = {
         **admin.site.each_context(request),
         "title": f"{title}: {rotation}",
@@ -176,11 +162,11 @@ def confirm_redeploy_view(request: HttpRequest, rotation_id: int) -> HttpRespons
     return _rotation_form_view(
         request,
         rotation_id,
-        permission=CONFIRM_PERMISSION,
-        form_class=NoteForm,
+        action=REDEPLOY_CONFIRM,
         service=rotation_confirm_redeploy,
-        denied_action=AuditAction.REDEPLOY_CONFIRMED,
         text_argument="note",
+        label="Note",
+        help_text="How the customer confirmed (ticket, call, email); kept in the audit trail.",
         title="Record customer-confirmed redeploy",
         button="Record confirmed redeploy",
         done="redeploy confirmation recorded; the old credentials will be expired.",
@@ -192,14 +178,14 @@ def rollback_view(request: HttpRequest, rotation_id: int) -> HttpResponse:
     return _rotation_form_view(
         request,
         rotation_id,
-        permission=ROLLBACK_PERMISSION,
-        form_class=ReasonForm,
+        action=ROTATION_ROLLBACK,
         service=rotation_rollback,
-        denied_action=AuditAction.ROTATION_ROLLED_BACK,
         text_argument="reason",
+        label="Reason",
+        help_text="Why roll back? Recorded in the audit trail.",
         title="Roll back",
         button="Roll back to the previous credentials",
-        done="rolled back; the previous credentials are current again on Vercel.",
+        done="rollback requested; the previous credentials will be put back on Vercel shortly.",
     )
 
 
@@ -218,8 +204,21 @@ urlpatterns = [
 ]
 
 
+# The delivery page shows every field, read-only.
+WEBHOOK_FIELDS = (
+    "event_id",
+    "type",
+    "occurred_at",
+    "received_at",
+    "deployment_id",
+    "status",
+    "result",
+    "payload_json",
+)
+
+
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(admin.ModelAdmin):
+class WebhookEventAdmin(ReadOnlyModelAdmin):
     """Deliveries from Vercel as received (they carry no secret values)."""
 
     list_display = ["event_id", "type", "occurred_at", "received_at", "status", "short_result"]
@@ -228,17 +227,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
     ordering = ["-id"]
     show_full_result_count = False
     list_per_page = 100
-    fields = [
-        "event_id",
-        "type",
-        "occurred_at",
-        "received_at",
-        "deployment_id",
-        "status",
-        "result",
-        "payload_json",
-    ]
-    readonly_fields = fields
+    fields = readonly_fields = WEBHOOK_FIELDS
 
     @admin.display(description="result")
     def short_result(self, obj: WebhookEvent) -> str:
@@ -247,12 +236,3 @@ class WebhookEventAdmin(admin.ModelAdmin):
     @admin.display(description="payload")
     def payload_json(self, obj: WebhookEvent) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, sort_keys=True))
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

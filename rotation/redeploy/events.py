@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from enum import StrEnum
+from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from rotation.audit import AuditAction, audit_record
+from rotation.audit import AuditAction, Origin, audit_record
 from rotation.models import AuditEvent, Installation, Resource, WebhookEvent
 from rotation.redeploy.progress import rotation_mark_project_redeployed
 from rotation.redeploy.projects import (
@@ -16,12 +18,25 @@ from rotation.redeploy.projects import (
     project_disconnected,
 )
 
-if TYPE_CHECKING:
-    from rotation.audit import Origin
-
 
 class WebhookInvalid(Exception):
     """The event is not a Vercel webhook envelope we can read (answer 400)."""
+
+
+class WebhookOutcome(StrEnum):
+    """What became of a delivery; the endpoint answers it as `{"outcome": ...}`."""
+
+    PROCESSED = "processed"
+    IGNORED = "ignored"  # a type we do not handle: recorded only
+    DUPLICATE = "duplicate"  # an event id seen before: nothing done
+
+
+@dataclass(frozen=True)
+class WebhookResult:
+    """The outcome of a delivery and, once processed, what its handler did."""
+
+    outcome: WebhookOutcome
+    result: str = ""
 
 
 def _event_time(event: dict) -> datetime | None:
@@ -150,8 +165,8 @@ HANDLERS = {
 # that a later `deployment.succeeded` was built from before the push.
 
 
-def webhook_event_handle(*, event: Any, origin: Origin | None = None) -> str:
-    """Record a verified delivery once by event id and apply it; returns what happened."""
+def webhook_event_handle(*, event: Any, origin: Origin | None = None) -> WebhookResult:
+    """Record a verified delivery once by event id and apply it."""
     if not isinstance(event, dict):
         raise WebhookInvalid("the body is not a JSON object")
     event_id, event_type = _str(event.get("id")), _str(event.get("type"))
@@ -174,9 +189,9 @@ def webhook_event_handle(*, event: Any, origin: Origin | None = None) -> str:
                     ),
                 )
         except IntegrityError:
-            return "duplicate"
+            return WebhookResult(WebhookOutcome.DUPLICATE)
         if handler is None:
-            return "ignored"
+            return WebhookResult(WebhookOutcome.IGNORED)
         # A failure rolls everything back (the event row too), so a redelivery retries it.
         result = handler(event, payload, occurred_at)
         record.result = result[:2000]
@@ -187,4 +202,4 @@ def webhook_event_handle(*, event: Any, origin: Origin | None = None) -> str:
             origin=origin,
             details={"event": event_id, "type": event_type, "result": result[:2000]},
         )
-    return result
+    return WebhookResult(WebhookOutcome.PROCESSED, result)

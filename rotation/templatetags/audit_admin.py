@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django import template
 from django.contrib.admin.templatetags.admin_list import date_hierarchy
 from django.contrib.admin.templatetags.base import InclusionAdminNode
 from django.db.models import Max, Min
+from django.template.base import Parser, Token
+
+if TYPE_CHECKING:
+    from django.contrib.admin.views.main import ChangeList
 
 register = template.Library()
 
@@ -58,7 +62,7 @@ class _CalendarChangeList:
         return getattr(self._cl, name)
 
 
-def audit_date_hierarchy(cl: Any) -> dict:
+def audit_date_hierarchy(cl: ChangeList) -> dict[str, Any]:
     """Django's date_hierarchy data, computed from the table's bounds only."""
     if not cl.date_hierarchy:
         return {}
@@ -79,15 +83,21 @@ def audit_date_hierarchy(cl: Any) -> dict:
                     for year in years
                 ],
             }
-        return date_hierarchy(proxy)
-    return date_hierarchy(_CalendarChangeList(cl))
+        return _date_hierarchy(proxy)
+    return _date_hierarchy(_CalendarChangeList(cl))
+
+
+def _date_hierarchy(proxy: _CalendarChangeList) -> dict[str, Any]:
+    # The proxy stands in for the ChangeList: Django only reads attributes and the queryset.
+    return date_hierarchy(cast("ChangeList", proxy)) or {}
 
 
 @register.tag(name="audit_date_hierarchy")
-def audit_date_hierarchy_tag(parser, token):
-    return InclusionAdminNode(
-        parser,
-        token,
+def audit_date_hierarchy_tag(parser: Parser, token: Token) -> InclusionAdminNode:
+    # django-stubs declares a leading `name` parameter that Django 5.2's class does not take.
+    return InclusionAdminNode(  # type: ignore[call-arg]
+        parser=parser,
+        token=token,
         func=audit_date_hierarchy,
         template_name="date_hierarchy.html",
         takes_context=False,

@@ -8,7 +8,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from rotation.models import Resource, RotationBatch
+from rotation.models import Resource, Rotation, RotationBatch
 from rotation.selectors import batch_progress
 from rotation.services import RotationRefused, rotation_request
 
@@ -89,18 +89,19 @@ class Command(BaseCommand):
         last = None
         while True:
             progress = batch_progress(batch=batch)
-            line = " ".join(f"{state}={n}" for state, n in progress["counts"].items() if n)
-            line = f"{progress['percent']:3d}% {line}"
+            counts = " ".join(f"{state}={n}" for state, n in progress.counts.items() if n)
+            line = f"{progress.percent:3d}% {counts}"
             if line != last:
                 self.stderr.write(line)
                 last = line
-            if progress["done"]:
+            if progress.finished:
                 break
             time.sleep(poll)
-        for rotation in batch.rotations.filter(state="failed").select_related("resource"):
+        failed = batch.rotations.filter(state=Rotation.State.FAILED).select_related("resource")
+        for rotation in failed:
             self.stderr.write(
                 f"failed {rotation.resource.vercel_id}: {rotation.last_error_code} "
                 f"{rotation.last_error}"
             )
-        if progress["failed"]:
-            raise CommandError(f"{progress['failed']} rotation(s) failed")
+        if progress.failed:
+            raise CommandError(f"{progress.failed} rotation(s) failed")

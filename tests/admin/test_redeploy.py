@@ -10,7 +10,13 @@ from django.utils import timezone
 
 from rotation.audit import AuditAction
 from rotation.models import AuditEvent, Rotation, WebhookEvent
-from tests.redeploy_builders import NEW_SECRETS, OLD_SECRETS, connect, make_pushed_rotation
+from tests.redeploy_builders import (
+    NEW_SECRETS,
+    OLD_SECRETS,
+    connect,
+    make_pushed_rotation,
+    run_queued,
+)
 
 
 @pytest.fixture
@@ -75,26 +81,66 @@ def test_it_refuses_and_audits_staff_without_the_permission(client, dave, alice,
     denied = AuditEvent.objects.filter(outcome="denied").values_list("action", "actor_username")
     assert sorted(denied) == [
         (AuditAction.REDEPLOY_CONFIRMED, "dave"),
-        (AuditAction.ROTATION_ROLLED_BACK, "alice"),
+        (AuditAction.ROLLBACK_REQUESTED, "alice"),
     ]
     rotation.refresh_from_db()
     assert rotation.state == Rotation.State.AWAITING_REDEPLOY
 
 
-def test_it_rolls_back_from_the_admin(client, root, resource, rotation, fake_vercel, settings):
+@pytest.mark.parametrize(
+    ("persona", "url", "action"),
+    [
+        ("dave", confirm_url, AuditAction.REDEPLOY_CONFIRMED),
+        ("dave", rollback_url, AuditAction.ROLLBACK_REQUESTED),
+        ("alice", rollback_url, AuditAction.ROLLBACK_REQUESTED),
+    ],
+)
+def test_it_audits_a_refused_post_once_with_its_message(
+    client, rotation, persona, url, action, request
+):
+    client.force_login(request.getfixturevalue(persona))
+    seen = list(AuditEvent.objects.values_list("pk", flat=True))
+    assert client.post(url(rotation), {"text": "x"}).status_code == 403
+    event = AuditEvent.objects.exclude(pk__in=seen).get()
+    assert (event.action, event.outcome, event.actor_username) == (action, "denied", persona)
+    assert event.details["message"] == "You do not have permission to do this."
+    assert (event.rotation_ref, event.resource_ref) == (rotation.pk, rotation.resource.vercel_id)
+
+
+def test_it_asks_for_a_note_to_confirm_and_a_reason_to_roll_back(client, root, rotation):
+    client.force_login(root)
+    confirm = client.get(confirm_url(rotation)).content.decode()
+    assert '<label for="id_text"' in confirm and ">Note:</label>" in confirm
+    assert "How the customer confirmed (ticket, call, email)" in confirm
+    rollback = client.get(rollback_url(rotation)).content.decode()
+    assert ">Reason:</label>" in rollback
+    assert "Why roll back? Recorded in the audit trail." in rollback
+    assert 'name="text"' in confirm and 'name="text"' in rollback
+
+
+def test_it_rolls_back_from_the_admin(
+    client, root, resource, rotation, fake_vercel, settings, django_capture_on_commit_callbacks
+):
     installation = resource.installation
     fake_vercel.load_from_database()
     fake_vercel.set_secrets(installation.vercel_id, resource.vercel_id, NEW_SECRETS)
     client.force_login(root)
 
-    response = client.post(rollback_url(rotation), {"text": "logins fail with the new set"})
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(rollback_url(rotation), {"text": "logins fail with the new set"})
 
     assert response.status_code == 302
+    page = client.get(response["Location"]).content.decode()
+    assert "rollback requested" in page
+    # The request only queued the task; the task puts the previous values back.
+    assert fake_vercel.secrets_of(installation.vercel_id, resource.vercel_id) == NEW_SECRETS
+    with django_capture_on_commit_callbacks(execute=True):
+        assert run_queued("rotation.tasks_redeploy.rotation_rollback_task") == [True]
     assert fake_vercel.secrets_of(installation.vercel_id, resource.vercel_id) == OLD_SECRETS
     rotation.refresh_from_db()
     assert rotation.state == Rotation.State.ROLLED_BACK
     page = client.get(response["Location"]).content.decode()
-    assert "rolled back" in page
+    assert "Rolled back" in page
     assert "old-pass" not in page and "new-pass" not in page
 
 
@@ -111,6 +157,11 @@ def test_it_lists_webhook_deliveries_read_only(client, root, db):
     page = client.get("/admin/rotation/webhookevent/").content.decode()
     assert "evt_1" in page
     assert client.get("/admin/rotation/webhookevent/add/").status_code == 403
+    delivery = WebhookEvent.objects.get()
+    change = f"/admin/rotation/webhookevent/{delivery.pk}/change/"
+    assert client.post(change, {"status": "ignored"}).status_code == 403
+    assert client.post(f"/admin/rotation/webhookevent/{delivery.pk}/delete/").status_code == 403
+    assert WebhookEvent.objects.get().status == delivery.status
 
 
 def inline_data(resource, rows: list[dict]) -> dict:

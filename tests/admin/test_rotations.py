@@ -130,6 +130,11 @@ def test_it_refuses_a_forged_post_without_the_permission_and_audits_it(client, v
     event = AuditEvent.objects.get(outcome="denied")
     assert event.actor_username == "victor"
     assert event.action == "rotation.request_denied"
+    assert event.details == {
+        "message": "You do not have permission to do this.",
+        "selected": 3,
+        "select_across": False,
+    }
 
 
 def test_it_refuses_a_forged_post_from_staff_without_any_permission(client, dave, resources):
@@ -208,6 +213,20 @@ def test_it_reports_batch_progress_as_json(client, alice, resources):
     data = client.get(url).json()
     assert data["finished"] is True
     assert data["percent"] == 100
+    assert (data["batch"], data["refused"]) == (batch.pk, 0)
+
+
+def test_it_tells_the_batch_page_whether_the_batch_is_finished(client, alice, resources):
+    batch = request_batch(client, alice, resources)
+    url = reverse("admin:rotation_rotationbatch_change", args=[batch.pk])
+    page = client.get(url).content.decode()
+    assert 'data-finished="false"' in page
+    assert "in progress" in page
+    Rotation.objects.filter(batch=batch).update(state=Rotation.State.FAILED)
+    page = client.get(url).content.decode()
+    assert 'data-finished="true"' in page
+    assert 'id="batch-status">finished<' in page
+    assert 'value="Retry failed (3)"' in page
 
 
 def test_it_denies_progress_to_staff_without_view_permission(client, alice, dave, resources):
@@ -267,6 +286,77 @@ def test_it_denies_and_audits_retry_and_cancel_without_permission(client, alice,
     denied = AuditEvent.objects.filter(outcome="denied", actor_username="victor")
     assert denied.count() == 4
     assert set(denied.values_list("batch_ref", flat=True)) == {batch.pk}
+
+
+def button_urls(batch, rotation) -> dict[str, str]:
+    """Each button's URL and the audit action its refusal is recorded under."""
+    return {
+        reverse("admin:rotation_batch_retry_failed", args=[batch.pk]): "batch.retry_failed",
+        reverse("admin:rotation_batch_cancel", args=[batch.pk]): "batch.cancelled",
+        reverse("admin:rotation_rotation_retry", args=[rotation.pk]): "rotation.retried",
+        reverse("admin:rotation_rotation_cancel", args=[rotation.pk]): "rotation.cancelled",
+    }
+
+
+@pytest.mark.parametrize("persona", ["viewer", "dave"])
+def test_it_audits_each_refused_button_post_once(client, alice, resources, persona, request):
+    user = request.getfixturevalue(persona)
+    batch = request_batch(client, alice, resources)
+    Rotation.objects.filter(batch=batch).update(state=Rotation.State.FAILED)
+    rotation = batch.rotations.order_by("pk").first()
+    client.logout()
+    login(client, user)
+    for url, action in button_urls(batch, rotation).items():
+        seen = list(AuditEvent.objects.values_list("pk", flat=True))
+        assert client.post(url).status_code == 403, url
+        event = AuditEvent.objects.exclude(pk__in=seen).get()  # exactly one new event
+        assert (event.action, event.outcome, event.actor_username) == (
+            action,
+            "denied",
+            user.username,
+        ), url
+        assert event.details["message"] == "You do not have permission to do this.", url
+    assert batch.rotations.filter(state=Rotation.State.FAILED).count() == 3
+
+
+def test_it_answers_a_plain_403_to_pages_without_the_view_permission(
+    client, alice, dave, resources
+):
+    batch = request_batch(client, alice, resources)
+    client.logout()
+    login(client, dave)
+    before = AuditEvent.objects.count()
+    assert client.get(reverse("admin:rotation_batch_progress", args=[batch.pk])).status_code == 403
+    page = client.get(reverse("admin:rotation_rotationbatch_change", args=[batch.pk]))
+    assert page.status_code == 403
+    assert AuditEvent.objects.count() == before
+
+
+def test_it_reports_a_refusal_of_the_service_as_an_error(client, alice, resources):
+    batch = request_batch(client, alice, resources)
+    rotation = batch.rotations.order_by("pk").first()
+    Rotation.objects.filter(pk=rotation.pk).update(state=Rotation.State.AWAITING_REDEPLOY)
+    url = reverse("admin:rotation_rotation_cancel", args=[rotation.pk])
+    response = client.post(url, follow=True)
+    assert response.redirect_chain[-1][0] == reverse(
+        "admin:rotation_rotation_change", args=[rotation.pk]
+    )
+    sent = [(m.level_tag, str(m)) for m in response.context["messages"]]
+    assert sent[0][1].startswith(f"Batch #{batch.pk}:")  # from requesting the batch
+    refusal = AuditEvent.objects.get(action="rotation.cancelled", outcome="failure")
+    assert sent[1:] == [("error", refusal.details["message"])]
+    assert f"Rotation #{rotation.pk} is awaiting redeploy" in refusal.details["message"]
+    rotation.refresh_from_db()
+    assert rotation.state == Rotation.State.AWAITING_REDEPLOY
+
+
+def test_it_warns_when_a_batch_button_finds_nothing_to_do(client, alice, resources):
+    batch = request_batch(client, alice, resources)
+    url = reverse("admin:rotation_batch_retry_failed", args=[batch.pk])
+    response = client.post(url, follow=True)
+    sent = [(m.level_tag, str(m)) for m in response.context["messages"]]
+    assert sent[0][1].startswith(f"Batch #{batch.pk}:")  # from requesting the batch
+    assert sent[1:] == [("warning", "0 failed rotation(s) queued again.")]
 
 
 def test_it_only_accepts_posts_for_the_buttons(client, alice, resources):

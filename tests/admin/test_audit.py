@@ -102,6 +102,24 @@ def test_it_lets_compliance_and_superusers_read_and_export_only(client, event, p
     assert refused.count() == len(refused_urls(event))
 
 
+def test_it_audits_each_refusal_once_with_its_message(client, dave, carol, event):
+    attempts = [
+        (dave, "get", CHANGELIST, AuditAction.AUDIT_VIEWED, "no permission to view"),
+        (dave, "get", EXPORT_CSV, AuditAction.AUDIT_EXPORTED, "no permission to export"),
+        *[
+            (carol, method, url, AuditAction.AUDIT_CHANGE_REFUSED, "audit events are read-only")
+            for method, url in refused_urls(event)
+        ],
+    ]
+    for user, method, url, action, message in attempts:
+        client.force_login(user)
+        seen = list(AuditEvent.objects.values_list("pk", flat=True))
+        assert getattr(client, method)(url).status_code == 403, url
+        refusal = AuditEvent.objects.exclude(pk__in=seen).get()
+        assert (refusal.action, refusal.outcome) == (action, "denied"), url
+        assert (refusal.actor_username, refusal.details["message"]) == (user.username, message)
+
+
 def test_it_offers_no_bulk_actions_and_no_edit_buttons(client, root, event):
     client.force_login(root)
     response = client.get(CHANGELIST)

@@ -10,6 +10,7 @@ from django_q.conf import Conf
 
 from rotation import services
 from rotation.audit import AuditAction
+from rotation.management.commands import rotate_resources
 from rotation.models import AuditEvent, Installation, Resource, Rotation, RotationBatch
 from tests.conftest import make_installation, make_user
 
@@ -111,6 +112,30 @@ def test_it_reports_refused_resources(alice, installation):
         rotate("icfg_test1_res0", "--actor", "alice", "--reason", "again")
     batch = RotationBatch.objects.order_by("pk").last()
     assert "still open" in batch.refused[0]["reason"]
+
+
+def test_it_waits_and_reports_each_failure(alice, installation, monkeypatch):
+    def worker_fails_the_push(seconds: float) -> None:
+        Rotation.objects.update(
+            state=Rotation.State.FAILED, last_error_code="forbidden", last_error="token refused"
+        )
+
+    monkeypatch.setattr(rotate_resources.time, "sleep", worker_fails_the_push)
+    err = StringIO()
+    with pytest.raises(CommandError, match=r"^1 rotation\(s\) failed$"):
+        call_command(
+            "rotate_resources",
+            "icfg_test1_res0",
+            *("--actor", "alice", "--reason", "x", "--wait"),
+            stdout=StringIO(),
+            stderr=err,
+        )
+    lines = err.getvalue().splitlines()
+    assert lines[1:] == [
+        "  0% requested=1",
+        "100% failed=1",
+        "failed icfg_test1_res0: forbidden token refused",
+    ]
 
 
 @pytest.mark.django_db(transaction=True)

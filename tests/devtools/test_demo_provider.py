@@ -1,4 +1,4 @@
-"""The credential provider interface and the demo provider."""
+"""The demo credential provider: random secret sets shaped like the resource's template."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import pytest
 
 from rotation.devtools.demo_provider import RandomCredentialProvider
 from rotation.models import Installation, Resource
-from rotation.providers import get_provider
 from rotation.vercel import validate_secrets
 
 
@@ -29,16 +28,6 @@ def resource(db):
 
 def by_name(secrets: list[dict]) -> dict[str, dict]:
     return {secret["name"]: secret for secret in secrets}
-
-
-def test_it_loads_the_configured_provider(settings):
-    assert isinstance(get_provider(), RandomCredentialProvider)
-    settings.ROTATION_CREDENTIAL_PROVIDER = "tests.test_credentials.RecordingProvider"
-    assert isinstance(get_provider(), RecordingProvider)
-
-
-class RecordingProvider(RandomCredentialProvider):
-    pass
 
 
 def test_it_makes_a_secret_set_vercel_accepts(resource):

@@ -1,0 +1,103 @@
+"""Providers the tests configure by dotted path (settings take a path, not an object)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from django.db import connection
+
+from rotation.devtools.demo_provider import RandomCredentialProvider
+
+
+class PartnerBackendProvider:
+    """Stands in for a partner's own provider where start-up only needs one that imports."""
+
+    def create(self, *, resource):
+        raise NotImplementedError("start-up tests never rotate")
+
+    def expire(self, *, resource, version):
+        raise NotImplementedError("start-up tests never rotate")
+
+
+class NotAProvider:
+    """Has neither create nor expire."""
+
+
+class FailingExpiryProvider:
+    """A partner backend that cannot expire credentials right now."""
+
+    def create(self, *, resource):
+        raise NotImplementedError
+
+    def expire(self, *, resource, version):
+        raise ConnectionError("partner backend unreachable")
+
+
+class LockCheckingProvider(RandomCredentialProvider):
+    """The demo provider, noting each call and whether a database transaction was open.
+
+    A call inside `transaction.atomic()` could be holding row locks, so it also fails: the
+    service then records a provider failure, which the tests see as well.
+    """
+
+    calls: ClassVar[list[str]] = []
+    under_lock: ClassVar[list[str]] = []
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.calls.clear()
+        cls.under_lock.clear()
+
+    def create(self, *, resource):
+        self._note(f"create {resource.vercel_id}")
+        return super().create(resource=resource)
+
+    def expire(self, *, resource, version):
+        self._note(f"expire {version.pk}")
+        super().expire(resource=resource, version=version)
+
+    def _note(self, call: str) -> None:
+        type(self).calls.append(call)
+        if connection.in_atomic_block:
+            type(self).under_lock.append(call)
+            raise AssertionError(f"provider call under a transaction: {call}")
+
+
+class WorkerDied(BaseException):
+    """What a worker killed mid-task looks like to the code after it: nothing catches it."""
+
+
+class DiesAfterExpiringProvider(RandomCredentialProvider):
+    """Expires at the partner's backend, then the worker dies before recording it."""
+
+    expired: ClassVar[list[str]] = []
+
+    def expire(self, *, resource, version):
+        type(self).expired.append(str(version.pk))
+        raise WorkerDied
+
+
+class SecondWorkerProvider(RandomCredentialProvider):
+    """While one worker is in the provider call, a second one runs the same step.
+
+    `during_expire`/`during_create` (set by the test) is that second worker; what it
+    returned is kept in `seen`.
+    """
+
+    during_create: ClassVar[Callable[[Any], Any] | None] = None
+    during_expire: ClassVar[Callable[[Any], Any] | None] = None
+    seen: ClassVar[list[Any]] = []
+    calls: ClassVar[list[str]] = []
+
+    def create(self, *, resource):
+        type(self).calls.append("create")
+        if type(self).during_create is not None:
+            type(self).seen.append(type(self).during_create(resource))
+        return super().create(resource=resource)
+
+    def expire(self, *, resource, version):
+        type(self).calls.append("expire")
+        if type(self).during_expire is not None:
+            type(self).seen.append(type(self).during_expire(version))
+        super().expire(resource=resource, version=version)
