@@ -1,20 +1,25 @@
-"""django-q2 tasks for redeploy tracking: thin, ids only, results are counts.
+"""django-q2 tasks for redeploy tracking and rollbacks: thin, ids only, results are counts.
 
 One periodic schedule (created by migration 0003_redeploy) runs `redeploy_tick` every minute.
 """
 
 from __future__ import annotations
 
-from rotation import redeploy
+import time
+
+from rotation import redeploy, services, vercel
 from rotation.models import Rotation
+from rotation.providers.retirement import versions_retire_due
 
 
 def redeploy_tick() -> dict[str, int]:
-    """Send due reminders, escalate overdue rotations, expire old credentials that are due."""
+    """Send due reminders, escalate overdue rotations, expire old credentials that are due,
+    and retry retiring credential versions whose expiry at the provider did not go through."""
     return {
         "reminders_sent": redeploy.reminders_send_due(),
         "escalated": redeploy.rotations_escalate_due(),
         "expired": redeploy.rotations_expire_due(),
+        "retired": versions_retire_due(),
     }
 
 
@@ -24,3 +29,12 @@ def rotation_expire_old_task(rotation_id: int) -> bool:
     if rotation is None:
         return False
     return redeploy.rotation_expire_old(rotation=rotation)
+
+
+def rotation_rollback_task(rotation_id: int) -> bool:
+    """Carry out a requested rollback over the shared HTTP session; True once rolled back."""
+    deadline = time.monotonic() + services.chunk_budget()
+    state = services.rotation_rollback_run(
+        rotation_id=rotation_id, session=vercel.default_session(), deadline=deadline
+    )
+    return state == Rotation.State.ROLLED_BACK

@@ -49,6 +49,7 @@ class AuditAction(models.TextChoices):
     ROTATION_ESCALATED = "rotation.escalated", "Redeploy deadline passed"
     OLD_CREDENTIALS_EXPIRED = "rotation.old_expired", "Old credentials expired"
     ROTATION_STOPPED = "rotation.stopped", "Rotation stopped (installation removed)"
+    ROLLBACK_REQUESTED = "rotation.rollback_requested", "Rollback requested"
     ROTATION_ROLLED_BACK = "rotation.rolled_back", "Rotation rolled back"
 
 

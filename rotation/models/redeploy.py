@@ -41,10 +41,11 @@ class RedeployCheck(models.Model):
 class WebhookEvent(models.Model):
     """A Vercel webhook delivery, recorded once per event id (redeliveries are ignored)."""
 
+    # No "failed": a handler that fails rolls its delivery back, so Vercel's redelivery
+    # retries it; only handled deliveries are recorded.
     class Status(models.TextChoices):
         PROCESSED = "processed", "Processed"
         IGNORED = "ignored", "Ignored"
-        FAILED = "failed", "Failed"
 
     event_id = models.CharField(max_length=128, unique=True)
     type = models.CharField(max_length=64, db_index=True)

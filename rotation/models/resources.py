@@ -144,6 +144,8 @@ class CredentialVersion(models.Model):
         PENDING = "pending", "Pending"
         CURRENT = "current", "Current"
         PREVIOUS = "previous", "Previous (still valid)"
+        # Taken out of use; expiry at the provider not yet confirmed (still valid until then).
+        RETIRING = "retiring", "Retiring (expiry at the provider pending)"
         EXPIRED = "expired", "Expired"
 
     # A UUID known before the insert lets the ciphertext be bound to its own row.
@@ -164,6 +166,17 @@ class CredentialVersion(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     stage_changed_at = models.DateTimeField(default=timezone.now)
     expired_at = models.DateTimeField(null=True, blank=True)
+    # Retiring: why, for which rotation, and until when a worker holds the provider call
+    # (after a failure: when to try again). See rotation.providers.retirement.
+    retire_reason = models.CharField(max_length=64, blank=True)
+    retired_by = models.ForeignKey(
+        "Rotation",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="retired_versions",
+    )
+    retire_lease_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -184,7 +197,15 @@ class CredentialVersion(models.Model):
                 name="credential_one_previous_per_resource",
             ),
         ]
-        indexes = [models.Index(fields=["resource", "stage"])]
+        indexes = [
+            models.Index(fields=["resource", "stage"]),
+            # The periodic retry scans only the few versions still retiring.
+            models.Index(
+                fields=["retire_lease_until"],
+                condition=Q(stage="retiring"),
+                name="credential_retiring_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.resource_id} {self.stage} {str(self.id)[:8]}"

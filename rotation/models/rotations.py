@@ -87,6 +87,13 @@ class Rotation(models.Model):
     keep_old_until = models.DateTimeField(null=True, blank=True)
     expired_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # A rollback staff asked for, run by a task (rotation.services.rollback). Set while it is
+    # pending, to when its task was (re-)queued; cleared when it fails. The rotation stays
+    # waiting meanwhile, so the one-open-rotation constraint covers it; expiry waits for it.
+    rollback_queued_at = models.DateTimeField(null=True, blank=True)
+    rollback_reason = models.TextField(blank=True)
+    rollback_requested_by = models.CharField(max_length=150, blank=True)
+    rollback_attempts = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at"]
@@ -111,6 +118,12 @@ class Rotation(models.Model):
             models.Index(fields=["state", "state_changed_at"]),
             models.Index(fields=["batch", "state"]),
             models.Index(fields=["resource", "created_at"]),
+            # The sweeper looks for lost rollback tasks among the few pending ones.
+            models.Index(
+                fields=["rollback_queued_at"],
+                condition=Q(rollback_queued_at__isnull=False),
+                name="rotation_rollback_pending_idx",
+            ),
         ]
         permissions = [
             ("cancel_rotation", "Can cancel a rotation"),
@@ -121,3 +134,8 @@ class Rotation(models.Model):
 
     def __str__(self) -> str:
         return f"Rotation #{self.pk}"
+
+    @property
+    def rollback_pending(self) -> bool:
+        """A requested rollback has not landed or failed yet (the old credentials must stay)."""
+        return self.rollback_queued_at is not None and self.state in self.WAITING_STATES

@@ -7,18 +7,20 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django_q.tasks import async_task
 
 from rotation.audit import AuditAction, audit_record
-from rotation.error_text import error_text
 from rotation.models import AuditEvent, CredentialVersion, Rotation
-from rotation.providers import get_provider
+from rotation.providers.retirement import Retirement, versions_mark_retiring, versions_retire
 from rotation.redeploy.reminders import reminders_cancel_open
 
 State = Rotation.State
+Stage = CredentialVersion.Stage
 EXPIRE_TASK = "rotation.tasks_redeploy.rotation_expire_old_task"
+# Why an expiring rotation retires its previous version (and how it finds it again).
+EXPIRY_WHY = "old credentials expired"
 
 
 def expiry_enqueue_after_commit(rotation_id: int) -> None:
@@ -46,26 +48,21 @@ def rotations_escalate_due() -> int:
                 actor_type=AuditEvent.ActorType.SYSTEM,
                 resource=rotation.resource,
                 rotation=rotation,
-                details={"deadline": rotation.redeploy_deadline_at.isoformat()},
+                details={
+                    "deadline": rotation.redeploy_deadline_at.isoformat()
+                    if rotation.redeploy_deadline_at
+                    else None
+                },
             )
             count += 1
     return count
 
 
-def _version_expired(version: CredentialVersion, now: datetime) -> None:
-    """Record that the provider expired `version`, and forget its ciphertext."""
-    version.stage = CredentialVersion.Stage.EXPIRED
-    version.stage_changed_at = now
-    version.expired_at = now
-    version.wipe()
-    version.save(
-        update_fields=["stage", "stage_changed_at", "expired_at", "secrets_encrypted", "key_id"]
-    )
-
-
 def rotation_expiry_due(*, rotation: Rotation, now: datetime | None = None) -> bool:
     """Whether the old credentials of `rotation` may be expired now."""
     now = now or timezone.now()
+    if rotation.rollback_pending:
+        return False  # the old credentials are about to become current again
     if rotation.state == State.EXPIRING:
         return rotation.next_attempt_at is None or rotation.next_attempt_at <= now
     if rotation.state not in Rotation.WAITING_STATES:
@@ -85,57 +82,53 @@ def rotation_expiry_due(*, rotation: Rotation, now: datetime | None = None) -> b
 
 
 def rotation_expire_old(*, rotation: Rotation) -> bool:
-    """Expire the previous credentials at the provider and wipe them; a failure is retried."""
+    """Expire the previous credentials at the provider and wipe them; a failure is retried.
+
+    Claim (the rotation becomes `expiring` with a lease; the previous version `retiring`),
+    retire the version outside any transaction, then record the rotation's outcome.
+    """
     now = timezone.now()
     if not rotation_expiry_due(rotation=rotation, now=now):
         return False
     lease = now + timedelta(minutes=settings.ROTATION_EXPIRE_RETRY_MINUTES)
-    claim = Rotation.objects.filter(pk=rotation.pk, state=rotation.state).filter(
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    )
-    changes: dict[str, Any] = {"state": State.EXPIRING, "next_attempt_at": lease}
-    if rotation.state != State.EXPIRING:
-        changes["state_changed_at"] = now
-    if not claim.update(**changes):
-        return False  # another worker has it, or a rollback got there first
-    rotation = Rotation.objects.select_related("resource__installation").get(pk=rotation.pk)
-    version = (
-        CredentialVersion.objects.filter(
-            resource=rotation.resource, stage=CredentialVersion.Stage.PREVIOUS
-        )
-        .exclude(rotation=rotation)
-        .first()
-    )
-    error = ""
-    if version is not None:
-        try:
-            get_provider().expire(resource=rotation.resource, version=version)
-        except Exception as exc:  # the provider's failure stays visible and is retried
-            error = error_text(exc)
     with transaction.atomic():
-        if error:
-            Rotation.objects.filter(pk=rotation.pk, state=State.EXPIRING).update(
-                last_error=f"Expiring the old credentials failed: {error}"
-            )
-            audit_record(
-                action=AuditAction.OLD_CREDENTIALS_EXPIRED,
-                outcome=AuditEvent.Outcome.FAILURE,
-                actor_type=AuditEvent.ActorType.SYSTEM,
-                resource=rotation.resource,
-                rotation=rotation,
-                details={"version": str(version.pk), "error": error, "retry_at": lease.isoformat()},
-            )
-            return False
-        if version is not None:
-            _version_expired(version, now)
-        Rotation.objects.filter(pk=rotation.pk, state=State.EXPIRING).update(
+        claim = Rotation.objects.filter(
+            pk=rotation.pk, state=rotation.state, rollback_queued_at__isnull=True
+        ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        changes: dict[str, Any] = {"state": State.EXPIRING, "next_attempt_at": lease}
+        if rotation.state != State.EXPIRING:
+            changes["state_changed_at"] = now
+        if not claim.update(**changes):
+            return False  # another worker has it, or a rollback got there first
+        rotation = Rotation.objects.select_related("resource__installation").get(pk=rotation.pk)
+        previous = (
+            CredentialVersion.objects.filter(resource=rotation.resource, stage=Stage.PREVIOUS)
+            .exclude(rotation=rotation)
+            .first()
+        )
+        versions_mark_retiring(
+            by_rotation={rotation.pk: previous} if previous else {}, why=EXPIRY_WHY
+        )
+    # This rotation's old version, whether marked just now or by an earlier attempt.
+    version_ids = list(
+        CredentialVersion.objects.filter(
+            retired_by=rotation, retire_reason=EXPIRY_WHY, stage=Stage.RETIRING
+        ).values_list("pk", flat=True)
+    )
+    outcome = versions_retire(version_ids=version_ids)
+    with transaction.atomic():
+        left = CredentialVersion.objects.filter(pk__in=version_ids, stage=Stage.RETIRING)
+        if left.exists():
+            return _expiry_failed(rotation, outcome, left=left)
+        if not Rotation.objects.filter(pk=rotation.pk, state=State.EXPIRING).update(
             state=State.COMPLETED,
             state_changed_at=now,
             expired_at=now,
             completed_at=now,
             next_attempt_at=None,
             last_error="",
-        )
+        ):
+            return False
         reminders_cancel_open(rotation_ids=[rotation.pk])
         audit_record(
             action=AuditAction.OLD_CREDENTIALS_EXPIRED,
@@ -143,7 +136,7 @@ def rotation_expire_old(*, rotation: Rotation) -> bool:
             resource=rotation.resource,
             rotation=rotation,
             details={
-                "version": str(version.pk) if version else None,
+                "version": str(version_ids[0]) if version_ids else None,
                 "emergency": rotation.emergency,
                 "redeployed_at": rotation.redeployed_at.isoformat()
                 if rotation.redeployed_at
@@ -151,6 +144,28 @@ def rotation_expire_old(*, rotation: Rotation) -> bool:
             },
         )
     return True
+
+
+def _expiry_failed(
+    rotation: Rotation, outcome: Retirement, *, left: QuerySet[CredentialVersion]
+) -> bool:
+    """Still retiring: come back when the version is free again; audit a provider failure."""
+    retry_at = max(
+        (at for at in left.values_list("retire_lease_until", flat=True) if at is not None),
+        default=timezone.now() + timedelta(minutes=settings.ROTATION_EXPIRE_RETRY_MINUTES),
+    )
+    Rotation.objects.filter(pk=rotation.pk, state=State.EXPIRING).update(next_attempt_at=retry_at)
+    if outcome.failed:
+        version_id, error = next(iter(outcome.failed.items()))
+        audit_record(
+            action=AuditAction.OLD_CREDENTIALS_EXPIRED,
+            outcome=AuditEvent.Outcome.FAILURE,
+            actor_type=AuditEvent.ActorType.SYSTEM,
+            resource=rotation.resource,
+            rotation=rotation,
+            details={"version": str(version_id), "error": error, "retry_at": retry_at.isoformat()},
+        )
+    return False
 
 
 def rotations_expire_due() -> int:
@@ -161,48 +176,10 @@ def rotations_expire_due() -> int:
     if settings.ROTATION_EXPIRE_ON_DEADLINE:
         wanted |= Q(redeploy_deadline_at__lte=now)
     candidates = Rotation.objects.filter(
-        state__in=[*Rotation.WAITING_STATES, State.EXPIRING]
+        state__in=[*Rotation.WAITING_STATES, State.EXPIRING], rollback_queued_at__isnull=True
     ).filter(wanted)
     count = 0
     for rotation in candidates.order_by("pk"):
         if rotation_expiry_due(rotation=rotation, now=now):
             count += rotation_expire_old(rotation=rotation)
-    return count + _rolled_back_leftovers_expire()
-
-
-def _rolled_back_leftovers_expire() -> int:
-    """Retry expiring the newer credentials of a rollback whose first attempt failed."""
-    count = 0
-    leftovers = CredentialVersion.objects.filter(
-        stage=CredentialVersion.Stage.PREVIOUS, rotation__state=State.ROLLED_BACK
-    ).values_list("pk", flat=True)
-    for version_id in list(leftovers):
-        with transaction.atomic():
-            version = (
-                CredentialVersion.objects.select_for_update(skip_locked=True, of=("self",))
-                .select_related("resource__installation", "rotation")
-                .filter(pk=version_id, stage=CredentialVersion.Stage.PREVIOUS)
-                .first()
-            )
-            if version is None:
-                continue  # another worker has it, or it is done
-            try:
-                get_provider().expire(resource=version.resource, version=version)
-            except Exception as exc:  # stays visible on the rotation; tried again next tick
-                Rotation.objects.filter(pk=version.rotation_id).update(
-                    last_error=f"Rolled back; expiring the newer credentials failed: "
-                    f"{error_text(exc)}"
-                )
-                continue
-            now = timezone.now()
-            _version_expired(version, now)
-            Rotation.objects.filter(pk=version.rotation_id).update(last_error="")
-            audit_record(
-                action=AuditAction.OLD_CREDENTIALS_EXPIRED,
-                actor_type=AuditEvent.ActorType.SYSTEM,
-                resource=version.resource,
-                rotation=version.rotation,
-                details={"version": str(version.pk), "after": "rollback"},
-            )
-            count += 1
     return count

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -144,7 +145,7 @@ def rotation_confirm_redeploy(
 ) -> Rotation:
     """Record that the customer confirmed redeploying every project (staff, with a note)."""
     note = (note or "").strip()
-    refusal = {
+    refusal: dict[str, Any] = {
         "action": AuditAction.REDEPLOY_CONFIRMED,
         "actor": actor,
         "origin": origin,

@@ -47,7 +47,11 @@ def _reminder_message(reminder: Reminder) -> tuple[str, str]:
         )
     )
     pushed = rotation.pushed_at.strftime("%Y-%m-%d %H:%M UTC") if rotation.pushed_at else "?"
-    deadline = rotation.redeploy_deadline_at.strftime("%Y-%m-%d %H:%M UTC")
+    deadline = (
+        rotation.redeploy_deadline_at.strftime("%Y-%m-%d %H:%M UTC")
+        if rotation.redeploy_deadline_at
+        else "?"
+    )
     projects = (
         "\n".join(f"  - {project}" for project in waiting)
         if waiting

@@ -12,8 +12,10 @@ re-queues a rotation, so "stuck" means "nobody touched it for longer than a task
 A rotation waiting for a transient error to pass stays `pushing` with `next_attempt_at` set.
 
 Modules: `request` (permission checks, preview, the batch), `prepare` and `push` (a chunk
-of rotations at a time), `staff` (cancel, retry), `rollback`, `sweeper`, `enqueue` (chunk
-tasks), `locks` (row locks for the short transactions), `timing` (task time limits).
+of rotations at a time), `staff` (cancel, retry), `rollback` (requested by staff, run by a
+task), `sweeper`, `enqueue` (chunk tasks), `locks` (row locks for the short transactions),
+`timing` (task time limits), `backoff` (when to retry a Vercel call). Credential versions
+taken out of use are retired through `rotation.providers.retirement`, after the commit.
 """
 
 from rotation.audit import RotationRefused
@@ -21,7 +23,7 @@ from rotation.services.enqueue import CHUNK_SIZE, rotations_enqueue
 from rotation.services.prepare import batch_dispatch, rotation_prepare, rotations_prepare
 from rotation.services.push import rotation_push, rotations_push
 from rotation.services.request import RotationPreview, rotation_request, rotation_request_preview
-from rotation.services.rollback import rotation_rollback
+from rotation.services.rollback import rotation_rollback, rotation_rollback_run
 from rotation.services.staff import (
     CANCELLABLE_STATES,
     batch_cancel,
@@ -48,6 +50,7 @@ __all__ = [
     "rotation_request_preview",
     "rotation_retry",
     "rotation_rollback",
+    "rotation_rollback_run",
     "rotations_enqueue",
     "rotations_prepare",
     "rotations_push",

@@ -1,26 +1,47 @@
 """Prepare: the credential provider makes new credentials, sealed as the pending version.
 
-A chunk of rotations is prepared in one transaction; audit events stay per rotation.
+Three steps per chunk of rotations, so no provider call happens under a row lock:
+
+1. claim (one short transaction): lock the chunk, decide which rotations need credentials,
+   mark them `preparing` with a lease (`next_attempt_at`) so a second copy of the task does
+   not call the provider for them too, and retire pending versions that other (ended)
+   rotations left behind;
+2. call the provider for each claimed rotation, outside any transaction, sealing at once;
+3. record (one short transaction): each rotation still `preparing` and still without a
+   pending version gets the new one; credentials nobody can use any more (the rotation was
+   cancelled, or another worker stored its own first) are retired, never left valid.
+
+Audit events stay per rotation; the database work is a fixed number of queries per chunk.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
 
 from django.db import transaction
 from django.utils import timezone
 
 from rotation.audit import AuditAction, audit_context, audit_record, audit_record_many
 from rotation.models import CredentialVersion, Rotation
-from rotation.providers import CredentialProviderError, get_provider
-from rotation.providers.retirement import version_expire
+from rotation.providers import CredentialProvider, CredentialProviderError, get_provider
+from rotation.providers.retirement import versions_mark_retiring, versions_retire_after_commit
 from rotation.services.enqueue import rotations_enqueue
 from rotation.services.locks import rotations_lock
+from rotation.services.timing import stuck_after
 
 logger = logging.getLogger(__name__)
 State = Rotation.State
 Stage = CredentialVersion.Stage
+
+
+@dataclass
+class _Made:
+    """The provider's answer for one claimed rotation: a sealed version, or the error."""
+
+    rotation: Rotation
+    version: CredentialVersion | None = None
+    error: Exception | None = None
 
 
 def batch_dispatch(*, batch_id: int) -> int:
@@ -37,47 +58,111 @@ def batch_dispatch(*, batch_id: int) -> int:
 def rotations_prepare(*, rotation_ids: list[int]) -> dict[int, str]:
     """Seal a pending version for each rotation that lacks one (idempotent); returns states.
 
-    `preparing` means "ready to push"; other states are left as they are.
+    `preparing` means "ready to push" once the pending version exists; other states are left
+    as they are.
     """
+    claimed, states = _claim(rotation_ids)
+    if not claimed:
+        return states
     provider = get_provider()
+    made = [_make(provider, rotation) for rotation in claimed]
+    states.update(_record(made))
+    return states
+
+
+def _claim(rotation_ids: list[int]) -> tuple[list[Rotation], dict[int, str]]:
+    """Lock the chunk; lease the rotations that need credentials; retire stale pendings."""
     with transaction.atomic():
         rotations = rotations_lock(rotation_ids)
         states = {rotation.pk: rotation.state for rotation in rotations}
         todo = [r for r in rotations if r.state in (State.REQUESTED, State.PREPARING)]
         if not todo:
-            return states
+            return [], states
         pendings = {
             version.resource_id: version
             for version in CredentialVersion.objects.filter(
                 resource_id__in=[rotation.resource_id for rotation in todo], stage=Stage.PENDING
             )
         }
-        created: list[tuple[Rotation, CredentialVersion]] = []
+        now = timezone.now()
+        stale: dict[int, CredentialVersion] = {}
+        claimed: list[Rotation] = []
         for rotation in todo:
+            states[rotation.pk] = State.PREPARING
             pending = pendings.get(rotation.resource_id)
             if pending is not None and pending.rotation_id != rotation.pk:
                 # Left by an earlier rotation that ended without it: never reuse another's.
-                version_expire(
-                    provider=provider,
-                    resource=rotation.resource,
-                    version=pending,
-                    rotation=rotation,
-                    why="stale pending version",
-                )
+                stale[rotation.pk] = pending
                 pending = None
-            if pending is None:
-                version = _create_version(provider, rotation)
-                if version is None:
-                    states[rotation.pk] = State.FAILED
-                    continue
-                created.append((rotation, version))
-            states[rotation.pk] = State.PREPARING
-        CredentialVersion.objects.bulk_create([version for _, version in created])
-        started = [
-            r.pk for r in todo if r.state == State.REQUESTED and states[r.pk] == State.PREPARING
-        ]
-        Rotation.objects.filter(pk__in=started).update(
-            state=State.PREPARING, state_changed_at=timezone.now()
+            leased = (
+                rotation.state == State.PREPARING
+                and rotation.next_attempt_at is not None
+                and rotation.next_attempt_at > now
+            )
+            if pending is None and not leased:
+                claimed.append(rotation)
+        retiring = versions_mark_retiring(by_rotation=stale, why="stale pending version")
+        versions_retire_after_commit(retiring)
+        claimed_ids = {rotation.pk for rotation in claimed}
+        # Longer than a task may live: a lease past it belongs to a dead worker (the sweeper).
+        Rotation.objects.filter(pk__in=claimed_ids).update(
+            state=State.PREPARING, state_changed_at=now, next_attempt_at=now + stuck_after()
+        )
+        Rotation.objects.filter(
+            pk__in=[r.pk for r in todo if r.state == State.REQUESTED and r.pk not in claimed_ids]
+        ).update(state=State.PREPARING, state_changed_at=now)
+    return claimed, states
+
+
+def _make(provider: CredentialProvider, rotation: Rotation) -> _Made:
+    """Call the provider (outside any transaction); seal the secrets into an unsaved version."""
+    resource = rotation.resource
+    try:
+        secrets = provider.create(resource=resource)
+        verify = getattr(provider, "verify", None)
+        if verify is not None and not verify(resource=resource, secrets=secrets):
+            raise CredentialProviderError("the new credentials did not pass the check")
+    except Exception as exc:  # recorded as the rotation's failure
+        return _Made(rotation, error=exc)
+    version = CredentialVersion(resource=resource, rotation=rotation, stage=Stage.PENDING)
+    version.seal(secrets)
+    del secrets
+    return _Made(rotation, version=version)
+
+
+def _record(made: list[_Made]) -> dict[int, str]:
+    """Store what the provider made where it is still wanted; retire the rest."""
+    states: dict[int, str] = {}
+    with transaction.atomic():
+        rotations = {r.pk: r for r in rotations_lock([m.rotation.pk for m in made])}
+        taken = set(
+            CredentialVersion.objects.filter(
+                resource_id__in=[r.resource_id for r in rotations.values()], stage=Stage.PENDING
+            ).values_list("resource_id", flat=True)
+        )
+        stored: list[tuple[Rotation, CredentialVersion]] = []
+        unwanted: dict[int, CredentialVersion] = {}
+        for item in made:
+            rotation = rotations[item.rotation.pk]
+            states[rotation.pk] = rotation.state
+            if item.version is None:
+                if rotation.state == State.PREPARING and rotation.resource_id not in taken:
+                    states[rotation.pk] = _prepare_fail(rotation, item.error)
+            elif rotation.state != State.PREPARING or rotation.resource_id in taken:
+                # Cancelled meanwhile, or another worker stored its own first: never left valid.
+                item.version.stage = Stage.RETIRING
+                unwanted[rotation.pk] = item.version
+            else:
+                taken.add(rotation.resource_id)
+                stored.append((rotation, item.version))
+        CredentialVersion.objects.bulk_create(
+            [version for _, version in stored] + list(unwanted.values())
+        )
+        versions_retire_after_commit(
+            versions_mark_retiring(by_rotation=unwanted, why="made but not needed")
+        )
+        Rotation.objects.filter(pk__in=[rotation.pk for rotation, _ in stored]).update(
+            next_attempt_at=None
         )
         # Last: on PostgreSQL the audit chain's lock is held from here to the commit.
         audit_record_many(
@@ -88,34 +173,19 @@ def rotations_prepare(*, rotation_ids: list[int]) -> dict[int, str]:
                 "details": {"version": str(version.pk)},
                 **audit_context(rotation),
             }
-            for rotation, version in created
+            for rotation, version in stored
         )
     return states
 
 
-def _create_version(provider: Any, rotation: Rotation) -> CredentialVersion | None:
-    """A sealed, unsaved pending version; None after recording the provider's failure."""
-    resource = rotation.resource
-    try:
-        secrets = provider.create(resource=resource)
-        verify = getattr(provider, "verify", None)
-        if verify is not None and not verify(resource=resource, secrets=secrets):
-            raise CredentialProviderError("the new credentials did not pass the check")
-    except Exception as exc:
-        _prepare_fail(rotation, exc)
-        return None
-    version = CredentialVersion(resource=resource, rotation=rotation, stage=Stage.PENDING)
-    version.seal(secrets)
-    return version
-
-
-def _prepare_fail(rotation: Rotation, exc: Exception) -> None:
+def _prepare_fail(rotation: Rotation, exc: Exception | None) -> str:
     message = f"Credential provider: {exc}"[:500]
     logger.warning("rotation %s: provider failed (%s)", rotation.pk, type(exc).__name__)
     rotation.state = State.FAILED
     rotation.last_error = message
     rotation.last_error_code = "provider_error"
     rotation.last_error_status = None
+    rotation.next_attempt_at = None
     rotation.state_changed_at = timezone.now()
     rotation.save(
         update_fields=[
@@ -123,6 +193,7 @@ def _prepare_fail(rotation: Rotation, exc: Exception) -> None:
             "last_error",
             "last_error_code",
             "last_error_status",
+            "next_attempt_at",
             "state_changed_at",
         ]
     )
@@ -134,6 +205,7 @@ def _prepare_fail(rotation: Rotation, exc: Exception) -> None:
         details={"error": message},
         **audit_context(rotation),
     )
+    return State.FAILED
 
 
 def rotation_prepare(*, rotation_id: int) -> str:

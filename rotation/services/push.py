@@ -8,14 +8,12 @@ stay per rotation, so each rotation's timeline is complete.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -24,9 +22,9 @@ from rotation import vercel
 from rotation.audit import AuditAction, audit_context, audit_record, audit_record_many
 from rotation.crypto import CryptoError
 from rotation.models import CredentialVersion, Installation, Resource, Rotation
-from rotation.providers import get_provider
-from rotation.providers.retirement import version_expire
+from rotation.providers.retirement import versions_mark_retiring, versions_retire_after_commit
 from rotation.redeploy.begin import rotations_redeploy_begin
+from rotation.services.backoff import attempts_exhausted, backoff_wait, wait_in_worker
 from rotation.services.enqueue import rotations_enqueue
 from rotation.services.locks import rotation_lock, rotations_lock
 from rotation.services.timing import stuck_after
@@ -51,7 +49,7 @@ class _Push:
     pending: CredentialVersion
 
 
-def _claimable(rotation: Rotation, now: Any) -> bool:
+def _claimable(rotation: Rotation, now: datetime) -> bool:
     if rotation.state == State.PREPARING:
         return True
     if rotation.state != State.PUSHING:
@@ -96,6 +94,8 @@ def _claim(rotation_ids: list[int]) -> tuple[list[_Push], dict[int, str]]:
             elif resource.status == Resource.Status.REMOVED:
                 gone = "The resource was removed."
             elif rotation.pk not in pendings:
+                if rotation.state == State.PREPARING:
+                    continue  # still being made by another worker; the sweeper watches it
                 gone = "The pending credentials are missing; request a new rotation."
             if gone:
                 rotation.attempts += 1
@@ -209,15 +209,6 @@ def _attempt_again(push: _Push) -> bool:
         return True
 
 
-def _wait_for(attempt: int, retry_after: float | None) -> float:
-    """Honour Vercel's wait when given; else exponential backoff with jitter."""
-    if retry_after is not None:
-        return max(0.0, retry_after) * random.uniform(1.0, 1.1)
-    return min(settings.ROTATION_PUSH_BACKOFF_BASE * 2 ** (attempt - 1), 60.0) * random.uniform(
-        0.5, 1.0
-    )
-
-
 def _send(
     push: _Push,
     *,
@@ -244,13 +235,11 @@ def _send(
             if exc.permanent:
                 return _push_fail(push, status=exc.status, code=exc.code, message=exc.message)
             attempts = push.rotation.attempts
-            if attempts >= settings.ROTATION_PUSH_MAX_ATTEMPTS:
+            if attempts_exhausted(attempts):
                 message = f"Gave up after {attempts} attempts; last error: {exc.message}"
                 return _push_fail(push, status=exc.status, code=exc.code, message=message)
-            wait = _wait_for(attempts, exc.retry_after)
-            inline = wait <= settings.ROTATION_PUSH_INLINE_WAIT_MAX and (
-                deadline is None or time.monotonic() + wait < deadline
-            )
+            wait = backoff_wait(attempts, exc.retry_after)
+            inline = wait_in_worker(wait, deadline)
             state = _note_transient(push, exc, wait=wait, defer=not inline)
             if not inline or state != State.PUSHING:
                 return state
@@ -274,7 +263,7 @@ def _succeed(pushes: list[_Push]) -> dict[int, str]:
         ):
             stages[version.resource_id][version.stage] = version
         done: list[tuple[Rotation, CredentialVersion, CredentialVersion | None]] = []
-        provider = None
+        superseded: dict[int, CredentialVersion] = {}
         for push in live:
             rotation = rotations[push.rotation.pk]
             held = stages[rotation.resource_id]
@@ -290,15 +279,13 @@ def _succeed(pushes: list[_Push]) -> dict[int, str]:
             previous = held.get(Stage.PREVIOUS)
             if previous is not None:
                 # Two generations old: nothing may use it once the new set is live.
-                provider = provider or get_provider()
-                version_expire(
-                    provider=provider,
-                    resource=rotation.resource,
-                    version=previous,
-                    rotation=rotation,
-                    why="superseded twice",
-                )
+                superseded[rotation.pk] = previous
             done.append((rotation, pending, held.get(Stage.CURRENT)))
+        # First out of `previous`, so the current version may take its place; expired at the
+        # provider after the commit.
+        versions_retire_after_commit(
+            versions_mark_retiring(by_rotation=superseded, why="superseded twice")
+        )
         now = timezone.now()
         CredentialVersion.objects.filter(
             pk__in=[current.pk for _, _, current in done if current is not None]
@@ -314,7 +301,7 @@ def _succeed(pushes: list[_Push]) -> dict[int, str]:
             next_attempt_at=None,
             **cleared,
         )
-        entries = []
+        entries: list[dict[str, Any]] = []
         for rotation, pending, current in done:
             rotation.state = State.AWAITING_REDEPLOY
             rotation.pushed_at = rotation.state_changed_at = now
@@ -329,6 +316,9 @@ def _succeed(pushes: list[_Push]) -> dict[int, str]:
                     "details": {
                         "version": str(pending.pk),
                         "previous_version": str(current.pk) if current else None,
+                        "retiring_version": (
+                            str(superseded[rotation.pk].pk) if rotation.pk in superseded else None
+                        ),
                         "attempts": rotation.attempts,
                         "endpoint": rotation.resource.installation.endpoint,
                     },

@@ -127,7 +127,7 @@ def _rotations_insert(*, template: Rotation, candidates: list[Candidate]) -> Non
     resource_at = fields.index(Rotation._meta.get_field("resource"))
     quote = connection.ops.quote_name
     table = quote(Rotation._meta.db_table)
-    columns = ", ".join(quote(field.column) for field in fields)
+    columns = ", ".join(quote(str(field.column)) for field in fields)
     resource_ids = [candidate.pk for candidate in candidates]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":

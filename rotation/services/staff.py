@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -15,8 +17,7 @@ from rotation.audit import (
     refuse,
 )
 from rotation.models import CredentialVersion, Rotation, RotationBatch
-from rotation.providers import CredentialProvider, get_provider
-from rotation.providers.retirement import version_expire
+from rotation.providers.retirement import versions_mark_retiring, versions_retire_after_commit
 from rotation.selectors import IN_CHUNK, chunked
 from rotation.services.enqueue import rotations_enqueue_after_commit
 from rotation.services.locks import rotation_lock
@@ -30,7 +31,8 @@ CANCELLABLE_STATES = (State.REQUESTED, State.PREPARING, State.FAILED)
 def rotation_cancel(
     *, rotation: Rotation, actor: MaybeActor, origin: Origin | None = None
 ) -> Rotation:
-    """Cancel before the push starts or after a failure; the pending version is expired."""
+    """Cancel before the push starts or after a failure; the pending version is expired
+    at the provider after the commit."""
     if not actor_may(actor, "rotation.cancel_rotation"):
         refuse(
             message="You do not have permission to cancel rotations.",
@@ -40,13 +42,12 @@ def rotation_cancel(
             rotation=rotation,
             resource=rotation.resource,
         )
-    provider = get_provider()
     refusal = ""
     with transaction.atomic():
         current = rotation_lock(rotation.pk)
         if current.state in CANCELLABLE_STATES:
             from_state = current.state
-            _cancel_locked(current, provider=provider)
+            retiring = _cancel_locked(current)
         else:
             label = State(current.state).label.lower()
             refusal = (
@@ -60,7 +61,7 @@ def rotation_cancel(
                 origin=origin,
                 resource=current.resource,
                 rotation=current,
-                details={"from_state": from_state},
+                details={"from_state": from_state, "retiring_versions": retiring},
                 **audit_context(current),
             )
     if refusal:
@@ -78,20 +79,18 @@ def rotation_cancel(
     return current
 
 
-def _cancel_locked(rotation: Rotation, *, provider: CredentialProvider) -> None:
+def _cancel_locked(rotation: Rotation) -> list[str]:
+    """Cancel a locked rotation; its pending version retires after the commit."""
     pending = CredentialVersion.objects.filter(rotation=rotation, stage=Stage.PENDING).first()
-    if pending is not None:
-        version_expire(
-            provider=provider,
-            resource=rotation.resource,
-            version=pending,
-            rotation=rotation,
-            why="rotation cancelled",
-        )
+    retiring = versions_mark_retiring(
+        by_rotation={rotation.pk: pending} if pending else {}, why="rotation cancelled"
+    )
+    versions_retire_after_commit(retiring)
     rotation.state = State.CANCELLED
     rotation.state_changed_at = timezone.now()
     rotation.next_attempt_at = None
     rotation.save(update_fields=["state", "state_changed_at", "next_attempt_at"])
+    return [str(pk) for pk in retiring]
 
 
 def rotation_retry(
@@ -210,7 +209,6 @@ def batch_cancel(*, batch: RotationBatch, actor: MaybeActor, origin: Origin | No
             origin=origin,
             batch=batch,
         )
-    provider = get_provider()
     with transaction.atomic():
         ids = list(
             Rotation.objects.select_for_update()
@@ -219,18 +217,14 @@ def batch_cancel(*, batch: RotationBatch, actor: MaybeActor, origin: Origin | No
             .values_list("pk", flat=True)
         )
         now = timezone.now()
+        retiring: list[uuid.UUID] = []
         for chunk in chunked(ids, IN_CHUNK):
-            pendings = CredentialVersion.objects.select_related("resource").filter(
-                rotation_id__in=chunk, stage=Stage.PENDING
-            )
-            for version in pendings:
-                provider.expire(resource=version.resource, version=version)
-            CredentialVersion.objects.filter(rotation_id__in=chunk, stage=Stage.PENDING).update(
-                stage=Stage.EXPIRED,
-                stage_changed_at=now,
-                expired_at=now,
-                secrets_encrypted=b"",
-                key_id="",
+            pendings = CredentialVersion.objects.filter(rotation_id__in=chunk, stage=Stage.PENDING)
+            retiring += versions_mark_retiring(
+                by_rotation={
+                    version.rotation_id: version for version in pendings if version.rotation_id
+                },
+                why="rotation cancelled",
             )
             Rotation.objects.filter(pk__in=chunk).update(
                 state=State.CANCELLED, state_changed_at=now, next_attempt_at=None
@@ -242,6 +236,7 @@ def batch_cancel(*, batch: RotationBatch, actor: MaybeActor, origin: Origin | No
             batch=batch,
             reason=batch.reason,
             ticket=batch.ticket,
-            details={"rotations": ids},
+            details={"rotations": ids, "retiring_versions": len(retiring)},
         )
+        versions_retire_after_commit(retiring)
     return len(ids)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from functools import partial
 
 from django.db import transaction
 from django.db.models import F, Q
@@ -14,6 +15,7 @@ from rotation.audit import AuditAction, audit_record
 from rotation.models import Rotation
 from rotation.selectors import IN_CHUNK, chunked
 from rotation.services.enqueue import rotations_enqueue_after_commit
+from rotation.services.rollback import rollback_enqueue
 from rotation.services.timing import stuck_after
 
 logger = logging.getLogger(__name__)
@@ -34,8 +36,12 @@ def rotations_requeue_stuck(*, now: datetime | None = None) -> list[int]:
     - pushing with `next_attempt_at` due: waiting out a transient error, now due (at most once
       per `stuck_after()` while the task waits in the queue);
     - preparing/pushing untouched for longer than a task may live: the worker died;
+    - preparing whose provider lease (`next_attempt_at`) ran out: the worker died while the
+      provider made its credentials;
     - requested for longer than that while the queue is empty: the task was lost (a long
-      queue may legitimately hold them, so then they are left alone).
+      queue may legitimately hold them, so then they are left alone);
+    - a requested rollback that is due again (lease ran out, or a transient error waited
+      out), or that no task claimed for that long while the queue is empty.
     """
     now = now or timezone.now()
     stale = now - stuck_after()
@@ -49,8 +55,11 @@ def rotations_requeue_stuck(*, now: datetime | None = None) -> list[int]:
             next_attempt_at__isnull=True,
             state_changed_at__lte=stale,
         )
+        lapsed = Rotation.objects.filter(state=State.PREPARING, next_attempt_at__lte=now)
         ids = set(due.values_list("pk", flat=True)) | set(dead.values_list("pk", flat=True))
-        if _queue_is_empty():
+        ids |= set(lapsed.values_list("pk", flat=True))
+        queue_empty = _queue_is_empty()
+        if queue_empty:
             ids |= set(
                 Rotation.objects.filter(
                     state=State.REQUESTED, state_changed_at__lte=stale
@@ -62,11 +71,32 @@ def rotations_requeue_stuck(*, now: datetime | None = None) -> list[int]:
             Rotation.objects.filter(
                 pk__in=chunk, state=State.PUSHING, next_attempt_at__isnull=True
             ).update(next_attempt_at=now)
+            # A lapsed provider lease is free again for the next prepare.
+            Rotation.objects.filter(pk__in=chunk, state=State.PREPARING).update(
+                next_attempt_at=None
+            )
             Rotation.objects.filter(pk__in=chunk).update(state_changed_at=now)
-        if ids_sorted:
+        rollbacks = _rollbacks_requeue(now=now, stale=stale, queue_empty=queue_empty)
+        if ids_sorted or rollbacks:
             audit_record(
                 action=AuditAction.ROTATION_REQUEUED,
-                details={"rotations": ids_sorted},
+                details={"rotations": ids_sorted, "rollbacks": rollbacks},
             )
         rotations_enqueue_after_commit(ids_sorted, group="sweeper")
-    return ids_sorted
+    return sorted(ids | set(rollbacks))
+
+
+def _rollbacks_requeue(*, now: datetime, stale: datetime, queue_empty: bool) -> list[int]:
+    """Pending rollbacks to queue again; their lease is cleared so the new task may claim."""
+    pending = Rotation.objects.filter(
+        state__in=Rotation.WAITING_STATES, rollback_queued_at__isnull=False
+    )
+    wanted = Q(next_attempt_at__lte=now)
+    if queue_empty:
+        wanted |= Q(next_attempt_at__isnull=True, rollback_queued_at__lte=stale)
+    ids = sorted(pending.filter(wanted).values_list("pk", flat=True))
+    # Re-queued now: not again before `stuck_after()` unless the queue holds it that long.
+    Rotation.objects.filter(pk__in=ids).update(next_attempt_at=None, rollback_queued_at=now)
+    for rotation_id in ids:
+        transaction.on_commit(partial(rollback_enqueue, rotation_id))
+    return ids
