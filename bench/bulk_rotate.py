@@ -49,7 +49,7 @@ def parse_args() -> argparse.Namespace:
         "--latency-ms",
         type=float,
         default=0.0,
-        help="stand-in answer delay for (b); the reference figure in README, Benchmarks, used ~3 ms",
+        help="stand-in answer delay for (b); README's 3 ms reference row uses 3",
     )
     parser.add_argument("--only", choices=["a", "b", "c"], action="append")
     return parser.parse_args()

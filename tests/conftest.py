@@ -1,5 +1,7 @@
 """Shared personas, data builders and fixtures used by more than one test package."""
 
+import time
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -44,6 +46,19 @@ def raw_database_bytes(tables: list[str] | None = None) -> bytes:
                     elif cell is not None:
                         chunks.append(str(cell).encode())
     return b"\x00".join(chunks)
+
+
+def wait_until(condition, *, timeout: float, interval: float = 0.1) -> bool:
+    """Poll `condition` until it holds or `timeout` seconds pass; returns whether it held.
+
+    For what another process does (a qcluster, a browser): there is nothing to join on.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
 
 
 def make_user(username: str, *, group: str | None = None, staff: bool = True, superuser=False):

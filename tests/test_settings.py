@@ -12,7 +12,7 @@ PRODUCTION = {
     "FIELD_ENCRYPTION_KEYS": crypto.generate_key("prod1"),
     "AUDIT_FINGERPRINT_KEY": "fingerprint-key-for-tests-0123456789",
     "ALLOWED_HOSTS": "portal.example.com",
-    "ROTATION_CREDENTIAL_PROVIDER": "tests.providers.PartnerBackendProvider",
+    "ROTATION_CREDENTIAL_PROVIDER": "tests.provider_doubles.PartnerBackendProvider",
 }
 DEMO_PROVIDER = "rotation.devtools.demo_provider.RandomCredentialProvider"
 
@@ -63,7 +63,8 @@ def test_it_refuses_a_provider_that_does_not_import_or_is_no_provider():
     assert result.returncode != 0
     assert "rotation.E001" in result.stderr and "ROTATION_CREDENTIAL_PROVIDER" in result.stderr
     result = manage(
-        "check", **dict(PRODUCTION, ROTATION_CREDENTIAL_PROVIDER="tests.providers.NotAProvider")
+        "check",
+        **dict(PRODUCTION, ROTATION_CREDENTIAL_PROVIDER="tests.provider_doubles.NotAProvider"),
     )
     assert result.returncode != 0
     assert "rotation.E002" in result.stderr and "create, expire" in result.stderr

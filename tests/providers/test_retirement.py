@@ -12,7 +12,7 @@ from rotation import services
 from rotation.audit import AuditAction
 from rotation.models import AuditEvent, CredentialVersion, Rotation
 from rotation.providers.retirement import versions_retire
-from tests.providers import DiesAfterExpiringProvider, SecondWorkerProvider, WorkerDied
+from tests.provider_doubles import DiesAfterExpiringProvider, SecondWorkerProvider, WorkerDied
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 State = Rotation.State
@@ -34,7 +34,7 @@ def prepared(resource, root):
 
 @pytest.fixture
 def second_worker(settings):
-    settings.ROTATION_CREDENTIAL_PROVIDER = "tests.providers.SecondWorkerProvider"
+    settings.ROTATION_CREDENTIAL_PROVIDER = "tests.provider_doubles.SecondWorkerProvider"
     SecondWorkerProvider.calls.clear()
     SecondWorkerProvider.seen.clear()
     yield SecondWorkerProvider
@@ -52,7 +52,7 @@ def test_it_completes_a_retirement_whose_worker_died_after_the_provider_call(
     prepared, root, settings, django_capture_on_commit_callbacks
 ):
     settings.ROTATION_STUCK_AFTER_SECONDS = 60
-    settings.ROTATION_CREDENTIAL_PROVIDER = "tests.providers.DiesAfterExpiringProvider"
+    settings.ROTATION_CREDENTIAL_PROVIDER = "tests.provider_doubles.DiesAfterExpiringProvider"
     DiesAfterExpiringProvider.expired.clear()
     pending = CredentialVersion.objects.get(rotation=prepared, stage="pending")
 

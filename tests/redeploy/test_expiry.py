@@ -113,7 +113,7 @@ def test_it_retries_a_failed_expiry_and_shows_why(policy, provider, resource, se
     with time_machine.travel(PUSH, tick=False):
         rotation = make_pushed_rotation(resource)
     Rotation.objects.filter(pk=rotation.pk).update(redeployed_at=PUSH)
-    settings.ROTATION_CREDENTIAL_PROVIDER = "tests.providers.FailingExpiryProvider"
+    settings.ROTATION_CREDENTIAL_PROVIDER = "tests.provider_doubles.FailingExpiryProvider"
     settings.ROTATION_EXPIRE_RETRY_MINUTES = 5
 
     with time_machine.travel(PUSH + timedelta(hours=1), tick=False):

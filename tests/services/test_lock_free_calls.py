@@ -3,7 +3,7 @@
 These tests run in real transactions (`transaction=True`): `connection.in_atomic_block` is
 true exactly while a service is inside `transaction.atomic()`, where its row locks live, and
 after-commit work runs when the service commits, as in production. The provider
-(`tests.providers.LockCheckingProvider`) and a spy around the Vercel client note each call
+(`tests.provider_doubles.LockCheckingProvider`) and a spy around the Vercel client note each call
 made there.
 """
 
@@ -15,7 +15,7 @@ from django.db import connection
 from rotation import services, tasks, vercel
 from rotation.models import CredentialVersion, Rotation
 from tests.conftest import make_installation
-from tests.providers import LockCheckingProvider
+from tests.provider_doubles import LockCheckingProvider
 from tests.redeploy_builders import (
     NEW_SECRETS,
     OLD_SECRETS,
@@ -30,7 +30,7 @@ State = Rotation.State
 
 @pytest.fixture
 def provider(settings):
-    settings.ROTATION_CREDENTIAL_PROVIDER = "tests.providers.LockCheckingProvider"
+    settings.ROTATION_CREDENTIAL_PROVIDER = "tests.provider_doubles.LockCheckingProvider"
     LockCheckingProvider.reset()
     yield LockCheckingProvider
     LockCheckingProvider.reset()

@@ -195,7 +195,7 @@ def test_it_retries_expiring_the_newer_credentials_after_a_rollback(
 
     rotation = make_pushed_rotation(resource)
     new = versions_by_stage(resource)["current"]
-    settings.ROTATION_CREDENTIAL_PROVIDER = "tests.providers.FailingExpiryProvider"
+    settings.ROTATION_CREDENTIAL_PROVIDER = "tests.provider_doubles.FailingExpiryProvider"
     settings.ROTATION_EXPIRE_RETRY_MINUTES = 5
 
     with time_machine.travel(PUSH, tick=False):
