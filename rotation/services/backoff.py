@@ -1,4 +1,5 @@
-"""When to try a Vercel call again after a transient error: shared by push and rollback.
+"""When to try a Vercel call again after a transient error, and the retried PUT of a secret
+set that push and rollback share.
 
 Transient errors (429, 5xx, timeouts, resets) are retried with backoff honouring
 `Retry-After`, at most `ROTATION_PUSH_MAX_ATTEMPTS` times. Short waits happen in the worker;
@@ -9,8 +10,16 @@ from __future__ import annotations
 
 import random
 import time
+from typing import TYPE_CHECKING, Protocol
 
 from django.conf import settings
+
+from rotation import vercel
+
+if TYPE_CHECKING:
+    import requests
+
+    from rotation.models import Resource
 
 
 def backoff_wait(attempt: int, retry_after: float | None) -> float:
@@ -33,3 +42,69 @@ def wait_in_worker(wait: float, deadline: float | None) -> bool:
     return wait <= settings.ROTATION_PUSH_INLINE_WAIT_MAX and (
         deadline is None or time.monotonic() + wait < deadline
     )
+
+
+class PutAttempts(Protocol):
+    """A pipeline's side of `resource_secrets_put`; each method records in its own short
+    transaction, so no row lock is held during the PUT or the sleep."""
+
+    @property
+    def attempts(self) -> int:
+        """Attempts made so far, the one that just failed included."""
+        ...
+
+    def fail(self, *, status: int | None, code: str, message: str) -> str:
+        """Record that the PUT failed for good; returns the state afterwards."""
+        ...
+
+    def note_transient(self, exc: vercel.VercelError, *, wait: float, defer: bool) -> bool:
+        """Record a transient error (left to the sweeper when `defer`); whether still wanted."""
+        ...
+
+    def attempt_again(self) -> bool:
+        """Claim the next in-worker attempt; False when the row no longer wants it."""
+        ...
+
+    def state(self) -> str:
+        """The rotation's state now, returned when the PUT is given up."""
+        ...
+
+
+def resource_secrets_put(
+    put: PutAttempts,
+    *,
+    resource: Resource,
+    token: str,
+    secrets: list[dict],
+    session: requests.Session | None,
+    deadline: float | None,
+) -> str | None:
+    """PUT the secret set, retrying transient errors; None when Vercel took it, else the state."""
+    installation = resource.installation
+    while True:
+        try:
+            # Reference: https://vercel.com/docs/rest-api/reference/endpoints/marketplace/update-resource-secrets
+            vercel.update_resource_secrets(
+                installation_id=installation.vercel_id,
+                resource_id=resource.vercel_id,
+                token=token,
+                secrets=secrets,
+                endpoint=installation.endpoint,
+                product=resource.product,
+                session=session,
+            )
+            return None
+        except vercel.VercelError as exc:
+            if exc.permanent:
+                return put.fail(status=exc.status, code=exc.code, message=exc.message)
+            attempts = put.attempts
+            if attempts_exhausted(attempts):
+                message = f"Gave up after {attempts} attempts; last error: {exc.message}"
+                return put.fail(status=exc.status, code=exc.code, message=message)
+            wait = backoff_wait(attempts, exc.retry_after)
+            inline = wait_in_worker(wait, deadline)
+            if not put.note_transient(exc, wait=wait, defer=not inline) or not inline:
+                return put.state()
+            time.sleep(wait)
+            if not put.attempt_again():
+                return put.state()

@@ -24,7 +24,7 @@ from rotation.crypto import CryptoError
 from rotation.models import CredentialVersion, Installation, Resource, Rotation
 from rotation.providers.retirement import versions_mark_retiring, versions_retire_after_commit
 from rotation.redeploy.begin import rotations_redeploy_begin
-from rotation.services.backoff import attempts_exhausted, backoff_wait, wait_in_worker
+from rotation.services.backoff import resource_secrets_put
 from rotation.services.enqueue import rotations_enqueue
 from rotation.services.locks import rotation_lock, rotations_lock
 from rotation.services.timing import stuck_after
@@ -45,8 +45,70 @@ SUCCESS_GROUP = 50
 
 @dataclass
 class _Push:
+    """One claimed push; its methods are its side of `resource_secrets_put`."""
+
     rotation: Rotation  # as locked when claimed, with resource, installation and batch
     pending: CredentialVersion
+
+    @property
+    def attempts(self) -> int:
+        return self.rotation.attempts
+
+    def fail(self, *, status: int | None, code: str, message: str) -> str:
+        with transaction.atomic():
+            rotation = rotation_lock(self.rotation.pk)
+            if rotation.state != State.PUSHING:
+                return rotation.state
+            return _fail_rotation_lock(rotation, status=status, code=code, message=message)
+
+    def note_transient(self, exc: vercel.VercelError, *, wait: float, defer: bool) -> bool:
+        """Record a transient failure; when deferring, free the worker until `next_attempt_at`."""
+        with transaction.atomic():
+            rotation = rotation_lock(self.rotation.pk)
+            if rotation.state != State.PUSHING:
+                return False
+            rotation.last_error = exc.message[:1000]
+            rotation.last_error_code = exc.code[:64]
+            rotation.last_error_status = exc.status
+            fields = ["last_error", "last_error_code", "last_error_status"]
+            if defer:
+                now = timezone.now()
+                rotation.next_attempt_at = now + timedelta(seconds=wait)
+                rotation.state_changed_at = now
+                fields += ["next_attempt_at", "state_changed_at"]
+            rotation.save(update_fields=fields)
+            audit_record(
+                action=AuditAction.ROTATION_PUSH_DEFERRED,
+                outcome="failure",
+                resource=rotation.resource,
+                rotation=rotation,
+                details={
+                    "status": exc.status,
+                    "code": exc.code,
+                    "error": rotation.last_error,
+                    "attempt": rotation.attempts,
+                    "wait_seconds": round(wait, 3),
+                    "in_worker": not defer,
+                },
+                **audit_context(rotation),
+            )
+            return True
+
+    def attempt_again(self) -> bool:
+        """Start the next inline attempt, unless the rotation changed meanwhile."""
+        with transaction.atomic():
+            rotation = rotation_lock(self.rotation.pk)
+            if rotation.state != State.PUSHING:
+                return False
+            rotation.attempts += 1
+            rotation.state_changed_at = timezone.now()
+            rotation.next_attempt_at = None
+            rotation.save(update_fields=["attempts", "state_changed_at", "next_attempt_at"])
+            self.rotation.attempts = rotation.attempts
+            return True
+
+    def state(self) -> str:
+        return Rotation.objects.values_list("state", flat=True).get(pk=self.rotation.pk)
 
 
 def _claimable(rotation: Rotation, now: datetime) -> bool:
@@ -151,101 +213,6 @@ def _fail_rotation_lock(rotation: Rotation, *, status: int | None, code: str, me
         **audit_context(rotation),
     )
     return State.FAILED
-
-
-def _push_fail(push: _Push, *, status: int | None, code: str, message: str) -> str:
-    with transaction.atomic():
-        rotation = rotation_lock(push.rotation.pk)
-        if rotation.state != State.PUSHING:
-            return rotation.state
-        return _fail_rotation_lock(rotation, status=status, code=code, message=message)
-
-
-def _note_transient(push: _Push, exc: vercel.VercelError, *, wait: float, defer: bool) -> str:
-    """Record a transient failure; when deferring, free the worker until `next_attempt_at`."""
-    with transaction.atomic():
-        rotation = rotation_lock(push.rotation.pk)
-        if rotation.state != State.PUSHING:
-            return rotation.state
-        rotation.last_error = exc.message[:1000]
-        rotation.last_error_code = exc.code[:64]
-        rotation.last_error_status = exc.status
-        fields = ["last_error", "last_error_code", "last_error_status"]
-        if defer:
-            now = timezone.now()
-            rotation.next_attempt_at = now + timedelta(seconds=wait)
-            rotation.state_changed_at = now
-            fields += ["next_attempt_at", "state_changed_at"]
-        rotation.save(update_fields=fields)
-        audit_record(
-            action=AuditAction.ROTATION_PUSH_DEFERRED,
-            outcome="failure",
-            resource=rotation.resource,
-            rotation=rotation,
-            details={
-                "status": exc.status,
-                "code": exc.code,
-                "error": rotation.last_error,
-                "attempt": rotation.attempts,
-                "wait_seconds": round(wait, 3),
-                "in_worker": not defer,
-            },
-            **audit_context(rotation),
-        )
-        return rotation.state
-
-
-def _attempt_again(push: _Push) -> bool:
-    """Start the next inline attempt, unless the rotation changed meanwhile."""
-    with transaction.atomic():
-        rotation = rotation_lock(push.rotation.pk)
-        if rotation.state != State.PUSHING:
-            return False
-        rotation.attempts += 1
-        rotation.state_changed_at = timezone.now()
-        rotation.next_attempt_at = None
-        rotation.save(update_fields=["attempts", "state_changed_at", "next_attempt_at"])
-        push.rotation.attempts = rotation.attempts
-        return True
-
-
-def _send(
-    push: _Push,
-    *,
-    secrets: list[dict],
-    token: str,
-    session: requests.Session | None,
-    deadline: float | None,
-) -> str | None:
-    """PUT the set, retrying transient errors; None when Vercel took it, else the new state."""
-    installation, resource = push.rotation.resource.installation, push.rotation.resource
-    while True:
-        try:
-            vercel.update_resource_secrets(
-                installation_id=installation.vercel_id,
-                resource_id=resource.vercel_id,
-                token=token,
-                secrets=secrets,
-                endpoint=installation.endpoint,
-                product=resource.product,
-                session=session,
-            )
-            return None
-        except vercel.VercelError as exc:
-            if exc.permanent:
-                return _push_fail(push, status=exc.status, code=exc.code, message=exc.message)
-            attempts = push.rotation.attempts
-            if attempts_exhausted(attempts):
-                message = f"Gave up after {attempts} attempts; last error: {exc.message}"
-                return _push_fail(push, status=exc.status, code=exc.code, message=message)
-            wait = backoff_wait(attempts, exc.retry_after)
-            inline = wait_in_worker(wait, deadline)
-            state = _note_transient(push, exc, wait=wait, defer=not inline)
-            if not inline or state != State.PUSHING:
-                return state
-            time.sleep(wait)
-            if not _attempt_again(push):
-                return Rotation.objects.values_list("state", flat=True).get(pk=push.rotation.pk)
 
 
 def _succeed(pushes: list[_Push]) -> dict[int, str]:
@@ -362,12 +329,17 @@ def rotations_push(
             if installation.pk not in tokens:
                 tokens[installation.pk] = installation.access_token()
         except CryptoError as exc:
-            states[push.rotation.pk] = _push_fail(
-                push, status=None, code="decrypt_failed", message=str(exc)
+            states[push.rotation.pk] = push.fail(
+                status=None, code="decrypt_failed", message=str(exc)
             )
             continue
-        outcome = _send(
-            push, secrets=secrets, token=tokens[installation.pk], session=session, deadline=deadline
+        outcome = resource_secrets_put(
+            push,
+            resource=push.rotation.resource,
+            token=tokens[installation.pk],
+            secrets=secrets,
+            session=session,
+            deadline=deadline,
         )
         del secrets
         if outcome is None:

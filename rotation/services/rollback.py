@@ -15,7 +15,6 @@ assumed to hold the newer set still. Running the task twice changes nothing more
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -38,7 +37,7 @@ from rotation.crypto import CryptoError
 from rotation.models import AuditEvent, CredentialVersion, Rotation
 from rotation.providers.retirement import versions_mark_retiring, versions_retire_after_commit
 from rotation.redeploy.reminders import reminders_cancel_open
-from rotation.services.backoff import attempts_exhausted, backoff_wait, wait_in_worker
+from rotation.services.backoff import resource_secrets_put
 from rotation.services.locks import rotation_lock, rotations_lock
 from rotation.services.timing import stuck_after
 
@@ -52,9 +51,69 @@ ROLLBACK_TASK = "rotation.tasks_redeploy.rotation_rollback_task"
 
 @dataclass
 class _Claim:
+    """One leased rollback; its methods are its side of `resource_secrets_put`."""
+
     rotation: Rotation  # as locked when claimed, with resource and installation
     previous: CredentialVersion
     newer: CredentialVersion | None
+
+    @property
+    def attempts(self) -> int:
+        return self.rotation.rollback_attempts
+
+    def fail(self, *, status: int | None, code: str, message: str) -> str:
+        with transaction.atomic():
+            rotation = rotation_lock(self.rotation.pk)
+            if rotation.rollback_pending:
+                _fail_locked(rotation, status=status, code=code, message=message)
+            return rotation.state
+
+    def note_transient(self, exc: vercel.VercelError, *, wait: float, defer: bool) -> bool:
+        """Show and audit a transient failure; when deferring, free the worker until then."""
+        with transaction.atomic():
+            rotation = rotation_lock(self.rotation.pk)
+            if not rotation.rollback_pending:
+                return False
+            rotation.last_error = f"Roll back: {exc.message}"[:1000]
+            rotation.last_error_code = exc.code[:64]
+            rotation.last_error_status = exc.status
+            fields = ["last_error", "last_error_code", "last_error_status"]
+            if defer:
+                rotation.next_attempt_at = timezone.now() + timedelta(seconds=wait)
+                fields.append("next_attempt_at")
+            rotation.save(update_fields=fields)
+            audit_record(
+                action=AuditAction.ROTATION_ROLLED_BACK,
+                outcome=AuditEvent.Outcome.FAILURE,
+                resource=rotation.resource,
+                rotation=rotation,
+                reason=rotation.rollback_reason,
+                details={
+                    "step": "retrying",
+                    "status": exc.status,
+                    "code": exc.code,
+                    "error": exc.message[:1000],
+                    "attempt": rotation.rollback_attempts,
+                    "wait_seconds": round(wait, 3),
+                    "in_worker": not defer,
+                },
+            )
+            return True
+
+    def attempt_again(self) -> bool:
+        """Start the next in-worker attempt (renewing the lease), unless the request ended."""
+        with transaction.atomic():
+            rotation = rotation_lock(self.rotation.pk)
+            if not rotation.rollback_pending:
+                return False
+            rotation.rollback_attempts += 1
+            rotation.next_attempt_at = timezone.now() + stuck_after()
+            rotation.save(update_fields=["rollback_attempts", "next_attempt_at"])
+            self.rotation.rollback_attempts = rotation.rollback_attempts
+            return True
+
+    def state(self) -> str:
+        return Rotation.objects.values_list("state", flat=True).get(pk=self.rotation.pk)
 
 
 def rollback_enqueue(rotation_id: int) -> None:
@@ -164,46 +223,19 @@ def rotation_rollback_run(
     claim = _claim(rotation_id)
     if claim is None:
         return Rotation.objects.filter(pk=rotation_id).values_list("state", flat=True).first() or ""
-    rotation, resource = claim.rotation, claim.rotation.resource
-    installation = resource.installation
+    resource = claim.rotation.resource
     try:
         secrets = claim.previous.secrets()
-        token = installation.access_token()
+        token = resource.installation.access_token()
     except CryptoError as exc:
-        return _fail(claim, status=None, code="decrypt_failed", message=str(exc))
-    while True:
-        try:
-            # Reference: https://vercel.com/docs/rest-api/reference/endpoints/marketplace/update-resource-secrets
-            vercel.update_resource_secrets(
-                installation_id=installation.vercel_id,
-                resource_id=resource.vercel_id,
-                token=token,
-                secrets=secrets,
-                endpoint=installation.endpoint,
-                product=resource.product,
-                session=session,
-            )
-            break
-        except vercel.VercelError as exc:
-            if exc.permanent:
-                return _fail(claim, status=exc.status, code=exc.code, message=exc.message)
-            attempts = rotation.rollback_attempts
-            if attempts_exhausted(attempts):
-                message = f"Gave up after {attempts} attempts; last error: {exc.message}"
-                return _fail(claim, status=exc.status, code=exc.code, message=message)
-            wait = backoff_wait(attempts, exc.retry_after)
-            inline = wait_in_worker(wait, deadline)
-            if not _note_transient(claim, exc, wait=wait, defer=not inline) or not inline:
-                return _state(rotation_id)
-            time.sleep(wait)
-            if not _attempt_again(claim):
-                return _state(rotation_id)
+        return claim.fail(status=None, code="decrypt_failed", message=str(exc))
+    stopped = resource_secrets_put(
+        claim, resource=resource, token=token, secrets=secrets, session=session, deadline=deadline
+    )
     del secrets
+    if stopped is not None:
+        return stopped
     return _succeed(claim)
-
-
-def _state(rotation_id: int) -> str:
-    return Rotation.objects.values_list("state", flat=True).get(pk=rotation_id)
 
 
 def _claim(rotation_id: int) -> _Claim | None:
@@ -236,60 +268,6 @@ def _claim(rotation_id: int) -> _Claim | None:
         rotation.next_attempt_at = now + stuck_after()
         rotation.save(update_fields=["rollback_attempts", "next_attempt_at"])
         return _Claim(rotation, previous, versions.get(Stage.CURRENT))
-
-
-def _attempt_again(claim: _Claim) -> bool:
-    """Start the next in-worker attempt (renewing the lease), unless the request ended."""
-    with transaction.atomic():
-        rotation = rotation_lock(claim.rotation.pk)
-        if not rotation.rollback_pending:
-            return False
-        rotation.rollback_attempts += 1
-        rotation.next_attempt_at = timezone.now() + stuck_after()
-        rotation.save(update_fields=["rollback_attempts", "next_attempt_at"])
-        claim.rotation.rollback_attempts = rotation.rollback_attempts
-        return True
-
-
-def _note_transient(claim: _Claim, exc: vercel.VercelError, *, wait: float, defer: bool) -> bool:
-    """Show and audit a transient failure; when deferring, free the worker until then."""
-    with transaction.atomic():
-        rotation = rotation_lock(claim.rotation.pk)
-        if not rotation.rollback_pending:
-            return False
-        rotation.last_error = f"Roll back: {exc.message}"[:1000]
-        rotation.last_error_code = exc.code[:64]
-        rotation.last_error_status = exc.status
-        fields = ["last_error", "last_error_code", "last_error_status"]
-        if defer:
-            rotation.next_attempt_at = timezone.now() + timedelta(seconds=wait)
-            fields.append("next_attempt_at")
-        rotation.save(update_fields=fields)
-        audit_record(
-            action=AuditAction.ROTATION_ROLLED_BACK,
-            outcome=AuditEvent.Outcome.FAILURE,
-            resource=rotation.resource,
-            rotation=rotation,
-            reason=rotation.rollback_reason,
-            details={
-                "step": "retrying",
-                "status": exc.status,
-                "code": exc.code,
-                "error": exc.message[:1000],
-                "attempt": rotation.rollback_attempts,
-                "wait_seconds": round(wait, 3),
-                "in_worker": not defer,
-            },
-        )
-        return True
-
-
-def _fail(claim: _Claim, *, status: int | None, code: str, message: str) -> str:
-    with transaction.atomic():
-        rotation = rotation_lock(claim.rotation.pk)
-        if rotation.rollback_pending:
-            _fail_locked(rotation, status=status, code=code, message=message)
-        return rotation.state
 
 
 def _fail_locked(rotation: Rotation, *, status: int | None, code: str, message: str) -> None:
