@@ -1,0 +1,109 @@
+"""Fault injection: rate limit, 5xx answers, drops, hangs, latency and scripted answers."""
+
+import time
+
+import pytest
+import requests
+
+from rotation.devtools.fake_vercel import FakeVercel
+from tests.devtools.fake_vercel.api_calls import (
+    BODY,
+    INSTALLATION,
+    PRODUCT,
+    RESOURCE,
+    SECRETS_PATH,
+    TOKEN,
+    call,
+    error_of,
+)
+
+
+def test_it_rate_limits_with_retry_after_and_the_limit_body(fake, http):
+    fake.rate = 0.01
+
+    first = call(http, fake)
+    second = call(http, fake)
+
+    assert first.status_code == 201
+    assert second.status_code == 429
+    assert int(second.headers["Retry-After"]) >= 1
+    error = error_of(second)
+    assert error["code"] == "rate_limited"
+    assert set(error["limit"]) == {"total", "remaining", "reset", "resetMs"}
+    assert error["limit"]["remaining"] == 0
+    assert error["limit"]["resetMs"] // 1000 <= error["limit"]["reset"]
+    assert fake.stats["rate_limited"] == 1
+
+
+def test_it_lifts_the_rate_limit_when_the_knob_is_cleared(fake, http):
+    fake.rate = 0.01
+    call(http, fake)
+    assert call(http, fake).status_code == 429
+
+    fake.rate = None
+
+    assert call(http, fake).status_code == 201
+
+
+def test_it_fails_with_5xx_error_bodies_at_the_fail_rate(fake, http):
+    fake.fail_rate = 1.0
+
+    response = call(http, fake)
+
+    assert 500 <= response.status_code < 600
+    assert set(error_of(response)) == {"code", "message"}
+    fake.fail_rate = 0.0
+    assert call(http, fake).status_code == 201
+
+
+def test_it_draws_the_same_faults_for_the_same_seed(http):
+    def statuses(seed):
+        with FakeVercel(seed=seed, fail_rate=0.5) as fake:
+            fake.add_installation(INSTALLATION, TOKEN, {RESOURCE: PRODUCT})
+            return [call(http, fake).status_code for _ in range(20)]
+
+    first = statuses(7)
+
+    assert first == statuses(7)
+    assert {201} < set(first)
+
+
+def test_it_drops_the_connection_at_the_drop_rate(fake, http):
+    fake.drop_rate = 1.0
+
+    with pytest.raises(requests.ConnectionError):
+        call(http, fake)
+
+    assert fake.stats["dropped"] == 1
+    assert fake.secrets_of(INSTALLATION, RESOURCE) == []
+
+
+def test_it_hangs_longer_than_the_client_waits(fake, http):
+    fake.hang_rate = 1.0
+    fake.hang_seconds = 10
+
+    with pytest.raises(requests.ReadTimeout):
+        http.put(
+            fake.url + SECRETS_PATH,
+            json=BODY,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=(1, 0.3),
+        )
+
+    assert fake.stats["hung"] == 1
+
+
+def test_it_answers_after_the_configured_latency(fake, http):
+    fake.latency_ms = 50
+    started = time.monotonic()
+
+    response = call(http, fake)
+
+    assert time.monotonic() - started >= 0.05
+    assert response.status_code == 201
+
+
+def test_it_plays_scripted_answers_first(fake, http):
+    fake.respond_next(409, {"error": {"code": "conflict", "message": "busy"}}, times=2)
+
+    assert [call(http, fake).status_code for _ in range(3)] == [409, 409, 201]
