@@ -29,11 +29,6 @@ def webhook_settings(settings):
 
 
 @pytest.fixture
-def resource(installation):
-    return installation.resources.get()
-
-
-@pytest.fixture
 def rotation(resource):
     connect(resource, "prj_a", "prj_b", at=PUSH - timedelta(days=5))
     with time_machine.travel(PUSH, tick=False):

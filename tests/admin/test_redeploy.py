@@ -20,11 +20,6 @@ from tests.redeploy_builders import (
 
 
 @pytest.fixture
-def resource(installation):
-    return installation.resources.get()
-
-
-@pytest.fixture
 def rotation(resource):
     connect(resource, "prj_a", "prj_b", at=timezone.now() - timedelta(days=3))
     return make_pushed_rotation(resource)

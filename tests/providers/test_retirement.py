@@ -19,11 +19,6 @@ State = Rotation.State
 
 
 @pytest.fixture
-def resource(installation):
-    return installation.resources.get()
-
-
-@pytest.fixture
 def prepared(resource, root):
     """A rotation with its pending version, not pushed yet."""
     batch = services.rotation_request(resource_ids=[resource.pk], actor=root, reason="x")
