@@ -22,7 +22,7 @@ def batch_fan_out(batch_id: int) -> int:
 def rotations_process(rotation_ids: list[int]) -> int:
     """Prepare and push a chunk of rotations over one HTTP session; returns how many pushed."""
     deadline = time.monotonic() + services.chunk_budget()
-    services.rotations_prepare(rotation_ids=rotation_ids)
+    services.rotations_prepare(rotation_ids=rotation_ids, deadline=deadline)
     states = services.rotations_push(
         rotation_ids=rotation_ids, session=vercel.default_session(), deadline=deadline
     )

@@ -6,10 +6,11 @@ One periodic schedule (created by migration 0003_redeploy) runs `redeploy_tick` 
 from __future__ import annotations
 
 import time
+import uuid
 
 from rotation import redeploy, services, vercel
 from rotation.models import Rotation
-from rotation.providers.retirement import versions_retire_due
+from rotation.providers.retirement import versions_retire, versions_retire_due
 
 
 def redeploy_tick() -> dict[str, int]:
@@ -38,3 +39,9 @@ def rotation_rollback_task(rotation_id: int) -> bool:
         rotation_id=rotation_id, session=vercel.default_session(), deadline=deadline
     )
     return state == Rotation.State.ROLLED_BACK
+
+
+def versions_retire_task(version_ids: list[str]) -> int:
+    """Expire retiring credential versions at the provider (queued by staff cancellations);
+    returns how many expired. Ids only: versions still retiring are retried by the tick."""
+    return len(versions_retire(version_ids=[uuid.UUID(pk) for pk in version_ids]).expired)

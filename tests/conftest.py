@@ -13,6 +13,24 @@ from rotation.roles import COMPLIANCE, SUPPORT, roles_sync
 PASSWORD = "correct horse battery staple"
 
 
+@pytest.fixture(autouse=True)
+def vercel_stays_local(settings):
+    """Test traffic never leaves this machine: a push no test meant to make goes to a closed
+    local port (the `fake_vercel` fixture points VERCEL_API_URL at the stand-in)."""
+    settings.VERCEL_API_URL = "http://127.0.0.1:9"
+
+
+@pytest.fixture(autouse=True)
+def provider_doubles_forget():
+    """The test providers record calls on their classes (settings name a class, not an
+    object); every test starts and ends with nothing recorded."""
+    from tests.provider_doubles import reset_doubles
+
+    reset_doubles()
+    yield
+    reset_doubles()
+
+
 def pytest_collection_modifyitems(config, items):
     """Skip PostgreSQL-only tests on SQLite; `.ci/run` runs the suite on both."""
     skip_pg = pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)")

@@ -44,11 +44,6 @@ class LockCheckingProvider(RandomCredentialProvider):
     calls: ClassVar[list[str]] = []
     under_lock: ClassVar[list[str]] = []
 
-    @classmethod
-    def reset(cls) -> None:
-        cls.calls.clear()
-        cls.under_lock.clear()
-
     def create(self, *, resource):
         self._note(f"create {resource.vercel_id}")
         return super().create(resource=resource)
@@ -101,3 +96,37 @@ class SecondWorkerProvider(RandomCredentialProvider):
         if type(self).during_expire is not None:
             type(self).seen.append(type(self).during_expire(version))
         super().expire(resource=resource, version=version)
+
+
+class WorkerKilled(BaseException):
+    """What a worker killed mid-task looks like to the code it was running."""
+
+
+class DyingProvider:
+    """Makes credentials like the demo provider, then the worker dies on the 15th call."""
+
+    def __init__(self):
+        from rotation.devtools.demo_provider import RandomCredentialProvider
+
+        self.demo = RandomCredentialProvider()
+        self.calls = 0
+
+    def create(self, *, resource):
+        self.calls += 1
+        if self.calls == 15:
+            raise WorkerKilled
+        return self.demo.create(resource=resource)
+
+    def expire(self, *, resource, version):
+        return None
+
+
+def reset_doubles() -> None:
+    """Forget what the doubles recorded (tests/conftest.py does this around every test)."""
+    LockCheckingProvider.calls.clear()
+    LockCheckingProvider.under_lock.clear()
+    DiesAfterExpiringProvider.expired.clear()
+    SecondWorkerProvider.calls.clear()
+    SecondWorkerProvider.seen.clear()
+    SecondWorkerProvider.during_create = None
+    SecondWorkerProvider.during_expire = None

@@ -163,10 +163,30 @@ def test_it_fails_fast_on_permanent_errors_and_retry_then_succeeds(
     assert_stand_in_holds_current_versions(fake_vercel)
 
 
-def test_it_hands_the_rest_of_a_chunk_to_a_new_task_when_out_of_time(alice, fleet, settings):
+def test_it_hands_unprepared_rotations_to_a_new_task_when_out_of_time(alice, fleet, settings):
     settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 1e-9}
     batch = services.rotation_request(resource_ids=Resource.objects.all(), actor=alice, reason="x")
     ids = list(batch.rotations.order_by("pk").values_list("pk", flat=True))[:50]
+    assert tasks.rotations_process(ids) == 0
+    queued = [SignedPackage.loads(entry.payload) for entry in OrmQ.objects.all()]
+    assert [(task["func"], task["args"]) for task in queued] == [
+        ("rotation.tasks.rotations_process", (ids,))
+    ]
+    # No provider call was made; the lease is free for the continuation, and the sweeper
+    # does not double it.
+    assert not CredentialVersion.objects.filter(rotation_id__in=ids).exists()
+    assert set(batch.rotations.filter(pk__in=ids).values_list("state", "next_attempt_at")) == {
+        (State.PREPARING, None)
+    }
+    assert services.rotations_requeue_stuck() == []
+
+
+def test_it_hands_the_rest_of_a_chunk_to_a_new_task_when_out_of_time(alice, fleet, settings):
+    batch = services.rotation_request(resource_ids=Resource.objects.all(), actor=alice, reason="x")
+    ids = list(batch.rotations.order_by("pk").values_list("pk", flat=True))[:50]
+    services.rotations_prepare(rotation_ids=ids)
+    OrmQ.objects.all().delete()
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 1e-9}
     assert tasks.rotations_process(ids) == 0
     queued = [SignedPackage.loads(entry.payload) for entry in OrmQ.objects.all()]
     assert [task["args"] for task in queued] == [(ids,)]

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from rotation.audit import AuditAction, audit_record
 from rotation.error_text import error_text
@@ -39,6 +40,7 @@ RETIRE_FAILED = "Expiring old credentials at the provider failed"
 PIPELINE_STATES = (State.REQUESTED, State.PREPARING, State.PUSHING, State.FAILED)
 # Versions retried per tick: a partner backend that is down costs one timeout per version.
 RETIRE_DUE_MAX = 100
+RETIRE_TASK = "rotation.tasks_redeploy.versions_retire_task"
 _MARK_FIELDS = ["stage", "stage_changed_at", "retire_reason", "retired_by", "retire_lease_until"]
 
 
@@ -75,6 +77,14 @@ def versions_retire_after_commit(version_ids: list[uuid.UUID]) -> None:
     """`versions_retire` once the caller's transaction commits: never under its locks."""
     if version_ids:
         transaction.on_commit(partial(versions_retire, version_ids=list(version_ids)))
+
+
+def versions_retire_queue_after_commit(version_ids: list[uuid.UUID]) -> None:
+    """`versions_retire` in a task once the caller's transaction commits: for staff requests,
+    which must not wait for one provider call per version (the task takes ids only)."""
+    if version_ids:
+        ids = [str(version_id) for version_id in version_ids]
+        transaction.on_commit(partial(async_task, RETIRE_TASK, ids, group="retire"))
 
 
 def versions_retire(*, version_ids: Iterable[uuid.UUID]) -> Retirement:

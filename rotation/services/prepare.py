@@ -7,16 +7,20 @@ Three steps per chunk of rotations, so no provider call happens under a row lock
    not call the provider for them too, and retire pending versions that other (ended)
    rotations left behind;
 2. call the provider for each claimed rotation, outside any transaction, sealing at once;
-3. record (one short transaction): each rotation still `preparing` and still without a
-   pending version gets the new one; credentials nobody can use any more (the rotation was
+3. record (a short transaction per RECORD_GROUP rotations, so a worker that dies leaves few
+   made credentials unrecorded): each rotation still `preparing` and still without a pending
+   version gets the new one; credentials nobody can use any more (the rotation was
    cancelled, or another worker stored its own first) are retired, never left valid.
 
-Audit events stay per rotation; the database work is a fixed number of queries per chunk.
+A chunk stops calling the provider at its deadline, records what it made, and hands the
+rest to a new task, so a slow provider never makes a task run into its timeout. Audit events
+stay per rotation; the database work is a fixed number of queries per group.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -32,6 +36,9 @@ from rotation.services.timing import stuck_after
 
 logger = logging.getLogger(__name__)
 State = Rotation.State
+# Made credentials are recorded this many at a time: fewer transactions than one per
+# rotation, fewer unrecorded credentials than one per chunk if the worker dies.
+RECORD_GROUP = 10
 Stage = CredentialVersion.Stage
 
 
@@ -55,19 +62,37 @@ def batch_dispatch(*, batch_id: int) -> int:
     return len(ids)
 
 
-def rotations_prepare(*, rotation_ids: list[int]) -> dict[int, str]:
+def rotations_prepare(*, rotation_ids: list[int], deadline: float | None = None) -> dict[int, str]:
     """Seal a pending version for each rotation that lacks one (idempotent); returns states.
 
     `preparing` means "ready to push" once the pending version exists; other states are left
-    as they are.
+    as they are. `deadline` (a `time.monotonic()` value) stops the provider calls; rotations
+    not reached are released and handed to a new task.
     """
     claimed, states = _claim(rotation_ids)
     if not claimed:
         return states
     provider = get_provider()
-    made = [_make(provider, rotation) for rotation in claimed]
-    states.update(_record(made))
+    made: list[_Made] = []
+    for index, rotation in enumerate(claimed):
+        if deadline is not None and time.monotonic() > deadline:
+            _release(claimed[index:])
+            break
+        made.append(_make(provider, rotation))
+        if len(made) >= RECORD_GROUP:
+            states.update(_record(made))
+            made = []
+    if made:
+        states.update(_record(made))
     return states
+
+
+def _release(rotations: list[Rotation]) -> None:
+    """Free the provider lease of rotations not reached, and queue them again."""
+    ids = [rotation.pk for rotation in rotations]
+    Rotation.objects.filter(pk__in=ids, state=State.PREPARING).update(next_attempt_at=None)
+    logger.info("prepare out of time; %s rotations handed to a new task", len(ids))
+    rotations_enqueue(rotation_ids=ids, group="continued")
 
 
 def _claim(rotation_ids: list[int]) -> tuple[list[Rotation], dict[int, str]]:
@@ -117,15 +142,15 @@ def _claim(rotation_ids: list[int]) -> tuple[list[Rotation], dict[int, str]]:
 def _make(provider: CredentialProvider, rotation: Rotation) -> _Made:
     """Call the provider (outside any transaction); seal the secrets into an unsaved version."""
     resource = rotation.resource
+    version = CredentialVersion(resource=resource, rotation=rotation, stage=Stage.PENDING)
     try:
         secrets = provider.create(resource=resource)
         verify = getattr(provider, "verify", None)
         if verify is not None and not verify(resource=resource, secrets=secrets):
             raise CredentialProviderError("the new credentials did not pass the check")
+        version.seal(secrets)
     except Exception as exc:  # recorded as the rotation's failure
         return _Made(rotation, error=exc)
-    version = CredentialVersion(resource=resource, rotation=rotation, stage=Stage.PENDING)
-    version.seal(secrets)
     del secrets
     return _Made(rotation, version=version)
 

@@ -17,7 +17,10 @@ from rotation.audit import (
     refuse,
 )
 from rotation.models import CredentialVersion, Rotation, RotationBatch
-from rotation.providers.retirement import versions_mark_retiring, versions_retire_after_commit
+from rotation.providers.retirement import (
+    versions_mark_retiring,
+    versions_retire_queue_after_commit,
+)
 from rotation.selectors import IN_CHUNK, chunked
 from rotation.services.enqueue import rotations_enqueue_after_commit
 from rotation.services.locks import rotation_lock
@@ -85,7 +88,7 @@ def _cancel_locked(rotation: Rotation) -> list[str]:
     retiring = versions_mark_retiring(
         by_rotation={rotation.pk: pending} if pending else {}, why="rotation cancelled"
     )
-    versions_retire_after_commit(retiring)
+    versions_retire_queue_after_commit(retiring)
     rotation.state = State.CANCELLED
     rotation.state_changed_at = timezone.now()
     rotation.next_attempt_at = None
@@ -238,5 +241,5 @@ def batch_cancel(*, batch: RotationBatch, actor: MaybeActor, origin: Origin | No
             ticket=batch.ticket,
             details={"rotations": ids, "retiring_versions": len(retiring)},
         )
-        versions_retire_after_commit(retiring)
+        versions_retire_queue_after_commit(retiring)
     return len(ids)

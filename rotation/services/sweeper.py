@@ -7,7 +7,7 @@ from datetime import datetime
 from functools import partial
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from django_q.brokers import get_broker
 
@@ -30,6 +30,13 @@ def _queue_is_empty() -> bool:
         return True
 
 
+def _locked_ids(rotations: QuerySet[Rotation]) -> set[int]:
+    """The ids, each row locked until the commit; rows another transaction holds are skipped
+    (a worker is claiming them). SQLite has no row locks: its writers are serialized."""
+    locked = rotations.select_for_update(skip_locked=True, of=("self",))
+    return set(locked.values_list("pk", flat=True))
+
+
 def rotations_requeue_stuck(*, now: datetime | None = None) -> list[int]:
     """Re-queue rotations whose task was lost or whose retry is due; returns their ids.
 
@@ -45,7 +52,11 @@ def rotations_requeue_stuck(*, now: datetime | None = None) -> list[int]:
     """
     now = now or timezone.now()
     stale = now - stuck_after()
+    # Asked before the transaction: a broker round trip must not hold row locks.
+    queue_empty = _queue_is_empty()
     with transaction.atomic():
+        # The candidates are locked (skipping rows a worker is claiming right now), so a
+        # lease a worker takes after this read cannot be cleared by the writes below.
         # Deferring sets state_changed_at before next_attempt_at; re-queueing sets it after.
         due = Rotation.objects.filter(state=State.PUSHING, next_attempt_at__lte=now).filter(
             Q(state_changed_at__lt=F("next_attempt_at")) | Q(state_changed_at__lte=stale)
@@ -56,14 +67,10 @@ def rotations_requeue_stuck(*, now: datetime | None = None) -> list[int]:
             state_changed_at__lte=stale,
         )
         lapsed = Rotation.objects.filter(state=State.PREPARING, next_attempt_at__lte=now)
-        ids = set(due.values_list("pk", flat=True)) | set(dead.values_list("pk", flat=True))
-        ids |= set(lapsed.values_list("pk", flat=True))
-        queue_empty = _queue_is_empty()
+        ids = _locked_ids(due) | _locked_ids(dead) | _locked_ids(lapsed)
         if queue_empty:
-            ids |= set(
-                Rotation.objects.filter(
-                    state=State.REQUESTED, state_changed_at__lte=stale
-                ).values_list("pk", flat=True)
+            ids |= _locked_ids(
+                Rotation.objects.filter(state=State.REQUESTED, state_changed_at__lte=stale)
             )
         ids_sorted = sorted(ids)
         for chunk in chunked(ids_sorted, IN_CHUNK):
@@ -94,7 +101,7 @@ def _rollbacks_requeue(*, now: datetime, stale: datetime, queue_empty: bool) -> 
     wanted = Q(next_attempt_at__lte=now)
     if queue_empty:
         wanted |= Q(next_attempt_at__isnull=True, rollback_queued_at__lte=stale)
-    ids = sorted(pending.filter(wanted).values_list("pk", flat=True))
+    ids = sorted(_locked_ids(pending.filter(wanted)))
     # Re-queued now: not again before `stuck_after()` unless the queue holds it that long.
     Rotation.objects.filter(pk__in=ids).update(next_attempt_at=None, rollback_queued_at=now)
     for rotation_id in ids:

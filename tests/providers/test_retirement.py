@@ -30,11 +30,7 @@ def prepared(resource, root):
 @pytest.fixture
 def second_worker(settings):
     settings.ROTATION_CREDENTIAL_PROVIDER = "tests.provider_doubles.SecondWorkerProvider"
-    SecondWorkerProvider.calls.clear()
-    SecondWorkerProvider.seen.clear()
-    yield SecondWorkerProvider
-    SecondWorkerProvider.during_create = None
-    SecondWorkerProvider.during_expire = None
+    return SecondWorkerProvider
 
 
 def _tick() -> dict[str, int]:
@@ -44,11 +40,10 @@ def _tick() -> dict[str, int]:
 
 
 def test_it_completes_a_retirement_whose_worker_died_after_the_provider_call(
-    prepared, root, settings, django_capture_on_commit_callbacks
+    prepared, root, settings, q_sync, django_capture_on_commit_callbacks
 ):
     settings.ROTATION_STUCK_AFTER_SECONDS = 60
     settings.ROTATION_CREDENTIAL_PROVIDER = "tests.provider_doubles.DiesAfterExpiringProvider"
-    DiesAfterExpiringProvider.expired.clear()
     pending = CredentialVersion.objects.get(rotation=prepared, stage="pending")
 
     with (
@@ -92,7 +87,7 @@ def test_it_completes_a_retirement_whose_worker_died_right_after_the_commit(
 
 
 def test_it_never_calls_the_provider_twice_at_once_for_a_version(
-    prepared, root, second_worker, django_capture_on_commit_callbacks
+    prepared, root, second_worker, q_sync, django_capture_on_commit_callbacks
 ):
     second_worker.during_expire = lambda version: versions_retire(version_ids=[version.pk])
     pending = CredentialVersion.objects.get(rotation=prepared)

@@ -14,6 +14,7 @@ from django.db import connection
 
 from rotation import services, tasks, vercel
 from rotation.models import CredentialVersion, Rotation
+from rotation.providers.retirement import RETIRE_TASK
 from tests.conftest import make_installation
 from tests.provider_doubles import LockCheckingProvider
 from tests.redeploy_builders import (
@@ -31,9 +32,7 @@ State = Rotation.State
 @pytest.fixture
 def provider(settings):
     settings.ROTATION_CREDENTIAL_PROVIDER = "tests.provider_doubles.LockCheckingProvider"
-    LockCheckingProvider.reset()
     yield LockCheckingProvider
-    LockCheckingProvider.reset()
 
 
 @pytest.fixture
@@ -85,6 +84,7 @@ def test_it_cancels_outside_transactions(provider, root, resource):
     pending = CredentialVersion.objects.get(resource=resource, stage="pending")
 
     services.rotation_cancel(rotation=rotation, actor=root)
+    assert run_queued(RETIRE_TASK) == [1]  # the request only queued the provider call
 
     assert provider.calls[-1] == f"expire {pending.pk}"
     assert provider.under_lock == []
@@ -103,6 +103,7 @@ def test_it_cancels_a_batch_outside_transactions(provider, root, db):
     assert len(pendings) == 3
 
     assert services.batch_cancel(batch=batch, actor=root) == 3
+    assert run_queued(RETIRE_TASK) == [3]  # the request only queued the provider calls
 
     assert sorted(c for c in provider.calls if c.startswith("expire")) == sorted(
         f"expire {version.pk}" for version in pendings

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from rotation import services
-from rotation.models import CredentialVersion, Rotation
+from rotation.models import CredentialVersion, Resource, Rotation
+from tests.conftest import make_installation
 from tests.services.batch_runs import State
 
 
@@ -42,3 +45,23 @@ def test_it_leaves_a_rotation_whose_credentials_are_being_made_to_its_preparer(
     assert rotation.next_attempt_at is None
     assert services.rotation_prepare(rotation_id=rotation.pk) == State.PREPARING
     assert CredentialVersion.objects.get(resource=resource).stage == "pending"
+
+
+def test_it_records_made_credentials_in_small_groups_so_a_dying_worker_loses_few(
+    alice, settings, db
+):
+    from rotation.services.prepare import RECORD_GROUP
+    from tests.provider_doubles import WorkerKilled
+
+    make_installation("icfg_dying", resources=20)
+    batch = services.rotation_request(
+        resource_ids=Resource.objects.all(), actor=alice, reason="provider under load"
+    )
+    ids = list(batch.rotations.order_by("pk").values_list("pk", flat=True))
+    settings.ROTATION_CREDENTIAL_PROVIDER = "tests.provider_doubles.DyingProvider"
+    with pytest.raises(WorkerKilled):
+        services.rotations_prepare(rotation_ids=ids)
+    # The first group was stored before the worker died; the rest wait for their lease.
+    stored = CredentialVersion.objects.filter(rotation_id__in=ids, stage="pending")
+    assert stored.count() == RECORD_GROUP == 10
+    assert sorted(stored.values_list("rotation_id", flat=True)) == ids[:RECORD_GROUP]

@@ -62,7 +62,7 @@ def test_it_refuses_to_retry_what_did_not_fail(alice, installation):
 
 
 def test_it_never_pushes_a_cancelled_rotation(
-    alice, fake_vercel, installation, django_capture_on_commit_callbacks
+    alice, fake_vercel, installation, q_sync, django_capture_on_commit_callbacks
 ):
     fake_vercel.load_from_database()
     resource = installation.resources.get()
