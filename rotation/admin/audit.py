@@ -158,28 +158,10 @@ class InstallationFilter(admin.SimpleListFilter):
         return queryset
 
 
-# The event page shows every field, read-only.
-EVENT_FIELDS = (
-    "id",
-    "created_at",
-    "actor_type",
-    "actor_user_id",
-    "actor_username",
-    "action",
-    "outcome",
-    "installation_ref",
-    "resource_ref",
-    "rotation_link",
-    "batch_ref",
-    "reason",
-    "ticket",
-    "source_ip",
-    "user_agent",
-    "request_id",
-    "details_pretty",
-    "prev_hash",
-    "hash",
-)
+# The event page shows every field, read-only: the chained ones, with a link and a
+# readable form where the raw value would be bare.
+EVENT_FIELD_DISPLAY = {"rotation_ref": "rotation_link", "details": "details_pretty"}
+EVENT_FIELDS = ("id", *(EVENT_FIELD_DISPLAY.get(name, name) for name in HASHED_FIELDS), "hash")
 
 
 @admin.register(AuditEvent)
