@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 
 from rotation import services, vercel
-from rotation.models import Rotation
 
 SWEEPER_SCHEDULE_NAME = "rotation: re-queue stuck rotations"
 
@@ -23,10 +22,15 @@ def rotations_process(rotation_ids: list[int]) -> int:
     """Prepare and push a chunk of rotations over one HTTP session; returns how many pushed."""
     deadline = time.monotonic() + services.chunk_budget()
     services.rotations_prepare(rotation_ids=rotation_ids, deadline=deadline)
-    states = services.rotations_push(
-        rotation_ids=rotation_ids, session=vercel.default_session(), deadline=deadline
+    pushed: set[int] = set()
+    services.rotations_push(
+        rotation_ids=rotation_ids,
+        session=vercel.default_session(),
+        deadline=deadline,
+        pushed=pushed,
     )
-    return sum(state == Rotation.State.AWAITING_REDEPLOY for state in states.values())
+    # Counted by this call: another copy of the task may have pushed some of the chunk.
+    return len(pushed)
 
 
 def rotations_sweep() -> int:

@@ -215,8 +215,9 @@ def _fail_rotation_lock(rotation: Rotation, *, status: int | None, code: str, me
     return State.FAILED
 
 
-def _succeed(pushes: list[_Push]) -> dict[int, str]:
-    """pending -> current, current -> previous, for a group; then redeploy tracking begins."""
+def _succeed(pushes: list[_Push], pushed: set[int] | None = None) -> dict[int, str]:
+    """pending -> current, current -> previous, for a group; then redeploy tracking begins.
+    The ids it finalized are added to `pushed` once committed."""
     with transaction.atomic():
         rotations = {
             rotation.pk: rotation for rotation in rotations_lock([p.rotation.pk for p in pushes])
@@ -299,6 +300,8 @@ def _succeed(pushes: list[_Push]) -> dict[int, str]:
             entry["details"]["redeploy"] = plan
         # Last: on PostgreSQL the audit chain's lock is held from here to the commit.
         audit_record_many(entries)
+    if pushed is not None:
+        pushed.update(rotation.pk for rotation, _, _ in done)
     return states
 
 
@@ -307,12 +310,15 @@ def rotations_push(
     rotation_ids: list[int],
     session: requests.Session | None = None,
     deadline: float | None = None,
+    pushed: set[int] | None = None,
 ) -> dict[int, str]:
     """Push each rotation's pending version to Vercel; returns the states afterwards.
 
     Re-checks state first, so a cancelled, failed or superseded rotation is never pushed.
     `deadline` (a `time.monotonic()` value) bounds this call: waits that would pass it are
     left to the sweeper (`next_attempt_at`), and rotations not reached are re-queued.
+    `pushed`, when given, receives the ids this call pushed: the states also show rotations
+    another worker pushed meanwhile.
     """
     pushes, states = _claim(rotation_ids)
     tokens: dict[int, str] = {}
@@ -347,10 +353,10 @@ def rotations_push(
         else:
             states[push.rotation.pk] = outcome
         if len(succeeded) >= SUCCESS_GROUP:
-            states.update(_succeed(succeeded))
+            states.update(_succeed(succeeded, pushed))
             succeeded = []
     if succeeded:
-        states.update(_succeed(succeeded))
+        states.update(_succeed(succeeded, pushed))
     return states
 
 
