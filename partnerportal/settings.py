@@ -4,6 +4,7 @@ Development runs with no configuration at all (SQLite, the django-q2 ORM broker,
 development encryption key). With DEBUG=False the real keys are required.
 """
 
+from datetime import date
 from pathlib import Path
 
 import environ
@@ -156,6 +157,17 @@ VERCEL_API_URL = env.str("VERCEL_API_URL", default="https://api.vercel.com")
 VERCEL_CLIENT_SECRET = env.str("VERCEL_CLIENT_SECRET", default="")
 VERCEL_CONNECT_TIMEOUT = env.float("VERCEL_CONNECT_TIMEOUT", default=3.05)
 VERCEL_READ_TIMEOUT = env.float("VERCEL_READ_TIMEOUT", default=10.0)
+# The deprecated Update Resource Secrets endpoint (rotation.vercel.endpoints): a push there
+# answered 410/404 is tried once on the current endpoint, which the installation then keeps;
+# from the sunset date (UTC, empty: none) every push goes through the current endpoint.
+VERCEL_DEPRECATED_ENDPOINT_FALLBACK = env.bool("VERCEL_DEPRECATED_ENDPOINT_FALLBACK", default=True)
+_sunset = env.str("VERCEL_DEPRECATED_ENDPOINT_SUNSET", default="").strip()
+try:
+    VERCEL_DEPRECATED_ENDPOINT_SUNSET = date.fromisoformat(_sunset) if _sunset else None
+except ValueError:
+    raise ImproperlyConfigured(
+        f"VERCEL_DEPRECATED_ENDPOINT_SUNSET must be a date (YYYY-MM-DD), not {_sunset!r}"
+    ) from None
 
 # Redeploy tracking (rotation.redeploy): reminders, deadline, expiry of old credentials.
 VERCEL_WEBHOOK_MAX_BYTES = env.int("VERCEL_WEBHOOK_MAX_BYTES", default=1_000_000)

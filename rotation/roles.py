@@ -26,11 +26,13 @@ SUPPORT_PERMISSIONS = [
 # (app_label, codename) pairs each group holds; anything not listed is removed on sync.
 ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     SUPPORT: SUPPORT_PERMISSIONS,
-    # Emergency rotations and rollbacks are for leads: they cut customers off or undo a push.
+    # Emergency rotations and rollbacks are for leads: they cut customers off or undo a push;
+    # so is switching an installation's secrets endpoint (every later push goes there).
     SUPPORT_LEAD: [
         *SUPPORT_PERMISSIONS,
         ("rotation", "rotate_resource_emergency"),
         ("rotation", "rollback_rotation"),
+        ("rotation", "switch_endpoint"),
     ],
     COMPLIANCE: [
         ("rotation", "view_auditevent"),

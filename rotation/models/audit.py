@@ -11,6 +11,12 @@ class AuditAction(models.TextChoices):
     INSTALLATION_IMPORTED = "installation.imported", "Installation imported"
     INSTALLATION_TOKEN_REPLACED = "installation.token_replaced", "Installation token replaced"
     INSTALLATION_CHANGED = "installation.changed", "Installation changed"
+    # The secrets endpoint (rotation.services.endpoints): staff or the push's fallback.
+    INSTALLATION_ENDPOINT_SWITCHED = "installation.endpoint_switched", "Secrets endpoint switched"
+    INSTALLATION_ENDPOINT_FELL_BACK = (
+        "installation.endpoint_fallback",
+        "Switched to the current endpoint after the deprecated one answered 410/404",
+    )
     RESOURCE_CHANGED = "resource.changed", "Resource changed"
     SECRETS_REENCRYPTED = "secrets.reencrypted", "Secrets re-encrypted"
     # Sign-in and the audit trail itself (rotation.audit.signals, rotation.admin.audit).

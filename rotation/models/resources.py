@@ -41,6 +41,7 @@ class Installation(models.Model):
     class Meta:
         ordering = ["vercel_id"]
         indexes = [models.Index(fields=["team_id"]), models.Index(fields=["name"])]
+        permissions = [("switch_endpoint", "Can switch an installation's secrets endpoint")]
 
     def __str__(self) -> str:
         return f"{self.name or self.vercel_id} ({self.vercel_id})"

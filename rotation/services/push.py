@@ -28,6 +28,7 @@ from rotation.services.backoff import resource_secrets_put
 from rotation.services.enqueue import rotations_enqueue
 from rotation.services.locks import rotation_lock, rotations_lock
 from rotation.services.timing import stuck_after
+from rotation.vercel.endpoints import endpoint_in_effect
 
 if TYPE_CHECKING:
     import requests
@@ -288,7 +289,7 @@ def _succeed(pushes: list[_Push], pushed: set[int] | None = None) -> dict[int, s
                             str(superseded[rotation.pk].pk) if rotation.pk in superseded else None
                         ),
                         "attempts": rotation.attempts,
-                        "endpoint": rotation.resource.installation.endpoint,
+                        "endpoint": endpoint_in_effect(rotation.resource.installation.endpoint),
                     },
                     **audit_context(rotation),
                 }

@@ -33,12 +33,25 @@ ROUTES = (
 )
 
 
+DEPRECATED_OPERATION = "update-resource-secrets"
+# Vercel's answers once it has removed the deprecated path.
+GONE_ANSWERS = {
+    410: ("gone", "This endpoint has been removed; use the current Update Resource Secrets"),
+    404: ("not_found", "The requested path was not found"),
+}
+
+
 class SecretsEndpoints:
-    """Answers API calls from the store; `reload` is asked to look again for unknown ids."""
+    """Answers API calls from the store; `reload` is asked to look again for unknown ids.
+
+    `deprecated_gone` (410 or 404, None: served) plays Vercel after it removed the
+    deprecated endpoint: every call there gets that answer.
+    """
 
     def __init__(self, store: InstallationStore, reload: Callable[[], bool]) -> None:
         self.store = store
         self.reload = reload
+        self.deprecated_gone: int | None = None
 
     def answer(
         self, handler: Handler, method: str, path: str, raw: bytes, recorded: RecordedRequest
@@ -61,6 +74,9 @@ class SecretsEndpoints:
         if method != "PUT":
             raise error(405, "method_not_allowed", "Not allowed")
         recorded.operation = operation
+        gone = self.deprecated_gone
+        if operation == DEPRECATED_OPERATION and gone:
+            raise error(gone, *GONE_ANSWERS[gone])
         ids = {key: unquote(value) for key, value in match.groupdict().items()}
         self._authorize(handler, ids["installation"])
         body = recorded.body = parse_json(handler, raw)

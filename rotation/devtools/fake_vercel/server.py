@@ -36,6 +36,7 @@ class FakeVercel:
         hang_seconds: float = 30.0,
         seed: int | None = None,
         reload_from_database: bool = False,
+        gone_deprecated: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -54,11 +55,13 @@ class FakeVercel:
         # Without a config file the command learns installations from the database, and
         # looks again (at most once a second) when a call names one it does not know.
         reload = DatabaseReload(self._store, enabled=reload_from_database)
+        self._endpoints = SecretsEndpoints(self._store, reload)
+        self.gone_deprecated = gone_deprecated
         self._respond = Responder(
             store=self._store,
             faults=self._faults,
             recorder=self._recorder,
-            endpoints=SecretsEndpoints(self._store, reload),
+            endpoints=self._endpoints,
             stopping=self._stopping,
         )
         self._server: Server | None = None
@@ -107,6 +110,17 @@ class FakeVercel:
         answer.raw = raw
         answer.content_type = content_type
         self._faults.script(answer, times=times)
+
+    @property
+    def gone_deprecated(self) -> int | None:
+        """410 or 404: the deprecated endpoint is removed and answers that; None: served."""
+        return self._endpoints.deprecated_gone
+
+    @gone_deprecated.setter
+    def gone_deprecated(self, status: int | None) -> None:
+        if status not in (None, 404, 410):
+            raise ValueError("gone_deprecated must be 410, 404 or None")
+        self._endpoints.deprecated_gone = status
 
     @property
     def rate(self) -> float | None:

@@ -34,6 +34,16 @@ class Command(BaseCommand):
         parser.add_argument(
             "--config", default=None, help="import_installations JSON (default: the database)"
         )
+        parser.add_argument(
+            "--gone-deprecated",
+            type=int,
+            nargs="?",
+            const=410,
+            default=None,
+            choices=[410, 404],
+            help="play Vercel after it removed the deprecated secrets endpoint: answer it "
+            "with 410 (or the status given: 404)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         fake = FakeVercel(
@@ -47,6 +57,7 @@ class Command(BaseCommand):
             drop_rate=options["drop_rate"],
             seed=options["seed"],
             reload_from_database=options["config"] is None,
+            gone_deprecated=options["gone_deprecated"],
         )
         if options["config"]:
             path = Path(options["config"])
@@ -75,6 +86,10 @@ class Command(BaseCommand):
                 f"cannot listen on {options['host']}:{options['port']}: {exc}"
             ) from None
         self.stdout.write(f"Fake Vercel at {fake.url}, installations from {source}. Ctrl-C stops.")
+        if fake.gone_deprecated:
+            self.stdout.write(
+                f"The deprecated secrets endpoint answers {fake.gone_deprecated} (removed)."
+            )
         self.stdout.flush()
         try:
             fake.serve_until_interrupted()
