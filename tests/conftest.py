@@ -8,7 +8,7 @@ from django.contrib.auth.models import Group
 from django.db import connection
 
 from rotation.models import Installation, Resource
-from rotation.roles import COMPLIANCE, SUPPORT, roles_sync
+from rotation.roles import COMPLIANCE, SUPPORT, SUPPORT_LEAD, roles_sync
 
 PASSWORD = "correct horse battery staple"
 
@@ -97,6 +97,12 @@ def roles(db):
 def alice(roles):
     """Support staff."""
     return make_user("alice", group=SUPPORT)
+
+
+@pytest.fixture
+def lead(roles):
+    """Support lead."""
+    return make_user("lena", group=SUPPORT_LEAD)
 
 
 @pytest.fixture

@@ -5,17 +5,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db import transaction
-from django.db.models import Count, QuerySet
-from django.http import HttpRequest
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from rotation.admin.rotate_action import RotateActionAdmin
-from rotation.audit import AuditAction, Origin, audit_record
-from rotation.models import ConnectedProject, Installation, Resource
+from rotation.admin.staff_actions import ENDPOINT_SWITCH
+from rotation.audit import AuditAction, Origin, RotationRefused, audit_record
+from rotation.models import ConnectedProject, Installation, Resource, Rotation
 from rotation.redeploy import connected_project_corrected
+from rotation.services.endpoints import installations_switch_endpoint
+from rotation.vercel import endpoints
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
@@ -23,6 +28,21 @@ if TYPE_CHECKING:
 
 class _ResourceCount(TypedDict):
     _resource_count: int
+    _open_rotation_count: int
+
+
+def deprecated_endpoint_warning() -> str:
+    """What staff are told on the page of an installation still on the deprecated endpoint."""
+    sunset = endpoints.deprecated_sunset()
+    text = (
+        "This installation still pushes secrets through Vercel's deprecated endpoint, which "
+        "Vercel is removing. Switch it to the current endpoint."
+    )
+    if sunset is not None and endpoints.deprecated_retired():
+        text += f" Since {sunset:%Y-%m-%d} every push goes through the current endpoint anyway."
+    elif sunset is not None:
+        text += f" From {sunset:%Y-%m-%d} every push goes through the current endpoint."
+    return text
 
 
 class InstallationForm(forms.ModelForm):
@@ -59,8 +79,10 @@ class InstallationAdmin(admin.ModelAdmin):
         "status",
         "token_status",
         "resource_count",
+        "open_rotation_count",
     ]
     list_filter = ["endpoint", "status"]
+    actions = ["switch_to_current_endpoint"]
     search_fields = ["vercel_id__exact", "name", "team_id__exact", "contact_email"]
     readonly_fields = ["token_status", "created_at", "updated_at", "removed_at"]
     fieldsets = [
@@ -71,11 +93,81 @@ class InstallationAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Installation]:
-        return super().get_queryset(request).annotate(_resource_count=Count("resources"))
+        open_rotation = Q(resources__rotations__state__in=Rotation.OPEN_STATES)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                _resource_count=Count("resources", distinct=True),
+                _open_rotation_count=Count(
+                    "resources__rotations", filter=open_rotation, distinct=True
+                ),
+            )
+        )
 
     @admin.display(description="resources", ordering="_resource_count")
     def resource_count(self, obj: WithAnnotations[Installation, _ResourceCount]) -> int:
         return obj._resource_count
+
+    @admin.display(description="open rotations", ordering="_open_rotation_count")
+    def open_rotation_count(self, obj: WithAnnotations[Installation, _ResourceCount]) -> int:
+        return obj._open_rotation_count
+
+    def has_switch_endpoint_permission(self, request: HttpRequest) -> bool:
+        return ENDPOINT_SWITCH.allowed(request)
+
+    @admin.action(description="Switch to the current endpoint", permissions=["switch_endpoint"])
+    def switch_to_current_endpoint(
+        self, request: HttpRequest, queryset: QuerySet[Installation]
+    ) -> HttpResponseRedirect | None:
+        """Every later push of the selected installations goes through the current endpoint."""
+        try:
+            result = installations_switch_endpoint(
+                installation_ids=queryset.values_list("pk", flat=True),
+                to=Installation.Endpoint.CURRENT,
+                actor=request.user,
+                origin=Origin.of(request),
+                source="admin",
+            )
+        except RotationRefused as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return None
+        text = f"{len(result.switched)} installation(s) switched to the current endpoint."
+        if result.unchanged:
+            text += f" {len(result.unchanged)} already used it."
+        self.message_user(request, text, messages.SUCCESS)
+        back = request.POST.get("_change_page")
+        if back and queryset.filter(pk=back).exists():
+            return HttpResponseRedirect(reverse("admin:rotation_installation_change", args=[back]))
+        return None
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if request.method == "POST" and (
+            self.switch_to_current_endpoint.__name__ in request.POST.getlist("action")
+        ):
+            # Django would quietly answer "No action selected"; a forged POST is worth a record.
+            ENDPOINT_SWITCH.guard(
+                request,
+                details={
+                    "to": Installation.Endpoint.CURRENT,
+                    "selected": len(request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)),
+                    "source": "admin",
+                },
+            )
+        return super().changelist_view(request, extra_context)
+
+    def render_change_form(
+        self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> HttpResponse:
+        installation = kwargs.get("obj")
+        if installation is not None and installation.endpoint == Installation.Endpoint.DEPRECATED:
+            context["deprecated_endpoint_warning"] = deprecated_endpoint_warning()
+            context["endpoint_switch_allowed"] = ENDPOINT_SWITCH.allowed(request)
+            context["endpoint_switch_action"] = self.switch_to_current_endpoint.__name__
+            context["action_checkbox_name"] = helpers.ACTION_CHECKBOX_NAME
+        return super().render_change_form(request, context, *args, **kwargs)
 
     @admin.display(description="access token")
     def token_status(self, obj: Installation) -> SafeString | str:

@@ -79,3 +79,6 @@ ROTATION_RETRY = StaffAction("rotation.retry_rotation", AuditAction.ROTATION_RET
 ROTATION_CANCEL = StaffAction("rotation.cancel_rotation", AuditAction.ROTATION_CANCELLED)
 REDEPLOY_CONFIRM = StaffAction("rotation.confirm_redeploy", AuditAction.REDEPLOY_CONFIRMED)
 ROTATION_ROLLBACK = StaffAction("rotation.rollback_rotation", AuditAction.ROLLBACK_REQUESTED)
+ENDPOINT_SWITCH = StaffAction(
+    "rotation.switch_endpoint", AuditAction.INSTALLATION_ENDPOINT_SWITCHED
+)
