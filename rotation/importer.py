@@ -7,7 +7,7 @@ in one transaction, as an upsert keyed by Vercel ids.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -16,6 +16,7 @@ from django.db import transaction
 
 from rotation.audit import AuditAction, audit_record
 from rotation.models import Installation, Resource
+from rotation.vercel import endpoints
 from rotation.vercel.contract import ENVIRONMENTS, is_valid_env_name
 
 INSTALLATION_FIELDS = {
@@ -46,6 +47,8 @@ class ImportResult:
     installations_updated: int = 0
     resources_created: int = 0
     resources_updated: int = 0
+    # Imported anyway: e.g. an installation set to the deprecated endpoint after its sunset.
+    warnings: list[str] = field(default_factory=list)
 
 
 def _check_keys(
@@ -181,12 +184,25 @@ def _secret_template(secrets: list[dict]) -> list[dict]:
     ]
 
 
+def sunset_warnings(data: dict[str, Any]) -> list[str]:
+    """Installations (of a valid document) set to the deprecated endpoint after its sunset."""
+    if not endpoints.deprecated_retired():
+        return []
+    sunset = endpoints.deprecated_sunset()
+    return [
+        f"installations[{index}] ({entry['id']}).endpoint: 'deprecated' is past Vercel's "
+        f"sunset ({sunset}); its pushes go through the current endpoint"
+        for index, entry in enumerate(data["installations"])
+        if entry.get("endpoint") == Installation.Endpoint.DEPRECATED
+    ]
+
+
 def installations_import(*, data: Any, actor: Any = None, source: str = "") -> ImportResult:
     """Validate then upsert the whole document atomically, auditing each installation."""
     problems = validate_import(data)
     if problems:
         raise ImportRefused(problems)
-    result = ImportResult()
+    result = ImportResult(warnings=sunset_warnings(data))
     with transaction.atomic():
         for entry in data["installations"]:
             installation, created = Installation.objects.select_for_update().get_or_create(

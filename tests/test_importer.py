@@ -255,3 +255,26 @@ def test_raw_tables_hold_no_token_after_import(db):
     assert b"icfg_imp1" in raw  # the dump really covers the imported rows
     assert TOKEN.encode() not in raw
     assert TOKEN.encode().hex().encode() not in raw
+
+
+@pytest.mark.parametrize(
+    ("sunset", "warned"), [(None, False), ("2099-01-01", False), ("2020-01-01", True)]
+)
+def test_the_command_warns_about_the_deprecated_endpoint_after_its_sunset(
+    sunset, warned, db, tmp_path, capsys, settings
+):
+    from datetime import date
+
+    settings.VERCEL_DEPRECATED_ENDPOINT_SUNSET = date.fromisoformat(sunset) if sunset else None
+    path = tmp_path / "installations.json"
+    path.write_text(json.dumps(document()))
+    call_command("import_installations", str(path))
+    captured = capsys.readouterr()
+    # Imported either way: the format keeps accepting "deprecated".
+    assert Installation.objects.get(vercel_id="icfg_imp1").endpoint == "deprecated"
+    assert "installations 2 created" in captured.out
+    expected = (
+        "warning: installations[0] (icfg_imp1).endpoint: 'deprecated' is past Vercel's sunset "
+        "(2020-01-01); its pushes go through the current endpoint\n"
+    )
+    assert captured.err == (expected if warned else "")

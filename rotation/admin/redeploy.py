@@ -108,6 +108,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "title": "Rotation dashboard",
         "chart": rotations_per_day_svg(figures["per_day"]),
         "rotation_list_url": reverse("admin:rotation_rotation_changelist"),
+        "installation_list_url": reverse("admin:rotation_installation_changelist"),
         **figures,
     }
     return TemplateResponse(request, "admin/rotation/redeploy/dashboard.html", context)

@@ -9,9 +9,11 @@ from django.db.models import Count, Min
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from rotation.models import Rotation
+from rotation.models import AuditAction, AuditEvent, Installation, Resource, Rotation
+from rotation.vercel import endpoints
 
 State = Rotation.State
+RECENT_SWITCHES = 10
 
 
 def dashboard_figures(*, now: datetime | None = None, days: int = 30) -> dict[str, Any]:
@@ -50,4 +52,28 @@ def dashboard_figures(*, now: datetime | None = None, days: int = 30) -> dict[st
         .exclude(last_error="")
         .count(),
         "per_day": per_day,
+        "deprecated": deprecated_endpoint_figures(now=now),
+    }
+
+
+def deprecated_endpoint_figures(*, now: datetime) -> dict[str, Any]:
+    """Active installations still on the deprecated endpoint (with their resources and open
+    rotations), the sunset date and the days left, and the latest automatic switches."""
+    still = Installation.objects.filter(
+        endpoint=Installation.Endpoint.DEPRECATED, status=Installation.Status.ACTIVE
+    )
+    sunset = endpoints.deprecated_sunset()
+    return {
+        "installations": still.count(),
+        "resources": Resource.objects.filter(installation__in=still).count(),
+        "open_rotations": Rotation.objects.filter(
+            resource__installation__in=still, state__in=Rotation.OPEN_STATES
+        ).count(),
+        "sunset": sunset,
+        "days_left": (sunset - now.date()).days if sunset else None,
+        "recent_switches": list(
+            AuditEvent.objects.filter(action=AuditAction.INSTALLATION_ENDPOINT_FELL_BACK)
+            .order_by("-id")
+            .values("created_at", "installation_ref", "resource_ref", "details")[:RECENT_SWITCHES]
+        ),
     }

@@ -36,6 +36,8 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{path}: refused, nothing imported ({len(refused.problems)} problems above)"
             ) from None
+        for warning in result.warnings:
+            self.stderr.write(f"warning: {warning}")
         self.stdout.write(
             f"Imported {path.name}: installations {result.installations_created} created, "
             f"{result.installations_updated} updated; resources {result.resources_created} "

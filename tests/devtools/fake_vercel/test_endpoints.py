@@ -111,3 +111,19 @@ def test_it_answers_404_once_an_installation_is_removed(fake, http):
     fake.remove_installation(INSTALLATION)
 
     assert call(http, fake).status_code == 404
+
+
+@pytest.mark.parametrize(("status", "code"), [(410, "gone"), (404, "not_found")])
+def test_it_answers_the_removed_deprecated_endpoint_with_410_or_404(status, code, fake, http):
+    fake.gone_deprecated = status
+    gone = call(http, fake, DEPRECATED_PATH)
+    assert gone.status_code == status
+    assert error_of(gone)["code"] == code
+    assert call(http, fake, SECRETS_PATH).status_code == 201
+    fake.gone_deprecated = None
+    assert call(http, fake, DEPRECATED_PATH).status_code == 201
+
+
+def test_it_knows_only_410_and_404_for_a_removed_endpoint(fake):
+    with pytest.raises(ValueError, match="410, 404 or None"):
+        fake.gone_deprecated = 500
