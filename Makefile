@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/python manage.py seed_demo
 	@echo "Admin: http://127.0.0.1:8000/admin/   Vercel stand-in: http://127.0.0.1:8765/"
 	@$(DEMO_ENV) bash -c 'trap "kill 0" INT TERM EXIT; \
-		$(BIN)/python manage.py fake_vercel --port 8765 & \
+		$(BIN)/python manage.py fake_vercel --port 8765 $(FAKE_VERCEL_OPTIONS) & \
 		$(BIN)/python manage.py qcluster & \
 		$(BIN)/python manage.py runserver 127.0.0.1:8000 & \
 		wait'

@@ -122,3 +122,14 @@ def test_it_documents_every_setting_in_the_readme_and_env_example():
     example = (ROOT / ".env.example").read_text()
     assert sorted(name for name in names if f"`{name}`" not in readme) == []
     assert sorted(name for name in names if f"# {name}=" not in example) == []
+
+
+def test_it_refuses_a_sunset_that_is_not_a_date():
+    result = manage("check", VERCEL_DEPRECATED_ENDPOINT_SUNSET="next tuesday")
+    assert result.returncode != 0
+    assert (
+        "VERCEL_DEPRECATED_ENDPOINT_SUNSET must be a date (YYYY-MM-DD), not 'next tuesday'"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert manage("check", VERCEL_DEPRECATED_ENDPOINT_SUNSET="2027-04-01").returncode == 0
