@@ -116,6 +116,12 @@ class InstallationAdmin(admin.ModelAdmin):
     def has_switch_endpoint_permission(self, request: HttpRequest) -> bool:
         return ENDPOINT_SWITCH.allowed(request)
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and not ENDPOINT_SWITCH.allowed(request):
+            fields.append("endpoint")  # switching is the Support lead's action
+        return fields
+
     @admin.action(description="Switch to the current endpoint", permissions=["switch_endpoint"])
     def switch_to_current_endpoint(
         self, request: HttpRequest, queryset: QuerySet[Installation]
@@ -190,6 +196,20 @@ class InstallationAdmin(admin.ModelAdmin):
                     ]
                 )
             changed = [name for name in form.changed_data if name != "new_access_token"]
+            if change and "endpoint" in changed:
+                audit_record(
+                    action=AuditAction.INSTALLATION_ENDPOINT_SWITCHED,
+                    actor=request.user,
+                    origin=Origin.of(request),
+                    installation=obj,
+                    details={
+                        "from": form.initial.get("endpoint"),
+                        "to": obj.endpoint,
+                        "automatic": False,
+                        "source": "admin form",
+                        "checked": False,
+                    },
+                )
             if new_token:
                 audit_record(
                     action=AuditAction.INSTALLATION_TOKEN_REPLACED,

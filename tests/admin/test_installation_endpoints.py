@@ -119,3 +119,29 @@ def test_staff_without_the_permission_are_refused_and_audited(persona, request, 
     assert (refusal.outcome, refusal.actor_username) == ("denied", user.username)
     assert refusal.details["message"] == "You do not have permission to do this."
     assert refusal.details["selected"] == 1
+
+
+def test_a_switch_through_the_change_form_is_audited_as_a_switch(client, root, fleet):
+    client.force_login(root)
+    old = fleet["old"]
+    response = client.post(
+        reverse("admin:rotation_installation_change", args=[old.pk]),
+        {
+            "vercel_id": "icfg_old",
+            "name": old.name,
+            "team_id": old.team_id,
+            "contact_email": old.contact_email,
+            "endpoint": "current",
+            "status": "active",
+            "new_access_token": "",
+        },
+    )
+    assert response.status_code == 302
+    assert endpoints()["icfg_old"] == "current"
+    event = switch_events().get()
+    assert (event.actor_username, event.details["from"], event.details["to"]) == (
+        "root",
+        "deprecated",
+        "current",
+    )
+    assert event.details["source"] == "admin form"

@@ -3,6 +3,7 @@ endpoint, the one switch it makes, the setting that turns it off, and the sunset
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import date
 
@@ -14,7 +15,7 @@ from rotation import services, tasks
 from rotation.audit import AuditAction
 from rotation.models import AuditEvent, CredentialVersion, Installation, Resource
 from rotation.services.endpoints import installation_endpoint_fall_back
-from tests.conftest import make_installation, make_user
+from tests.conftest import make_installation, make_user, raw_database_bytes
 from tests.services.batch_runs import State, run_batch
 
 DEPRECATED_PATH = "/products/pg/"
@@ -236,3 +237,48 @@ def test_a_rollback_on_a_removed_deprecated_endpoint_lands_on_the_current_one(
     installation.refresh_from_db()
     assert installation.endpoint == "current"
     assert fallback_events().get().rotation_ref == rotation.pk
+
+
+def test_the_path_answering_410_then_404_switches_each_installation_once(
+    alice, fake_vercel, q_sync, django_capture_on_commit_callbacks, caplog
+):
+    caplog.set_level(logging.INFO)
+    first = make_installation("icfg_one", endpoint="deprecated", resources=30, product="pg")
+    second = make_installation("icfg_two", endpoint="deprecated", resources=30, product="pg")
+    fake_vercel.load_from_database()
+
+    def rotate(installation):
+        with django_capture_on_commit_callbacks(execute=True):
+            return services.rotation_request(
+                resource_ids=installation.resources.all(), actor=alice, reason="sunset"
+            )
+
+    fake_vercel.gone_deprecated = 410
+    batches = [rotate(first)]
+    fake_vercel.gone_deprecated = 404
+    batches.append(rotate(second))
+    for batch in batches:
+        assert set(batch.rotations.values_list("state", flat=True)) == {State.AWAITING_REDEPLOY}
+    for installation in (first, second):
+        assert_stand_in_holds_current_versions(fake_vercel, installation)
+    assert set(Installation.objects.values_list("endpoint", flat=True)) == {"current"}
+    events = fallback_events().order_by("id")
+    assert [(e.installation_ref, e.details["deprecated_answer"]["status"]) for e in events] == [
+        ("icfg_one", 410),
+        ("icfg_two", 404),
+    ]
+    gone = [r for r in fake_vercel.requests if r.status in (404, 410)]
+    assert len(gone) == 2
+    # Nothing pushed is readable in our tables or logs.
+    held = [
+        secret["value"].encode()
+        for installation in (first, second)
+        for resource in installation.resources.all()
+        for secret in fake_vercel.secrets_of(installation.vercel_id, resource.vercel_id)
+    ]
+    assert len(held) == 120
+    database = raw_database_bytes()
+    assert not [value for value in held if value in database]
+    logs = caplog.text.encode()
+    assert b"trying the current one" in logs
+    assert not [value for value in held if value in logs]
