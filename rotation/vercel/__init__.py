@@ -3,7 +3,8 @@ contract that the importer and the stand-in share. Nothing here imports models.
 
 Modules: `client` (the session, the request helper and the endpoints), `errors`
 (`VercelError` and how answers, transport failures and refusals become one, with the waits
-Vercel asks for), `contract` (environments and variable names).
+Vercel asks for), `contract` (environments and variable names), `endpoints` (which secrets
+endpoint a push calls: the sunset date and the fallback from the deprecated one).
 """
 
 from rotation.vercel.client import (

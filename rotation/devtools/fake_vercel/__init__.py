@@ -15,8 +15,9 @@ bearer check, schema check), `installations` (installations, tokens, resources a
 held), `database` (learning installations from the project's database), `recording`
 (requests seen and counters), `schema`, `page` (the page at `/`).
 
-Knobs (`rate`, `fail_rate`, `latency_ms`, `hang_rate`, `drop_rate`, `hang_seconds`) may be
-changed while the server runs. Logs never contain tokens or values.
+Knobs (`rate`, `fail_rate`, `latency_ms`, `hang_rate`, `drop_rate`, `hang_seconds`, and
+`gone_deprecated`: the deprecated endpoint answers 410 or 404, as once Vercel removed it) may
+be changed while the server runs. Logs never contain tokens or values.
 """
 
 from rotation.devtools.fake_vercel.page import mask
