@@ -20,6 +20,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 FORMAT_VERSION = b"\x01"
 NONCE_BYTES = 12
 KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+KEY_BYTES = 32
+# Base64 of either alphabet (url-safe is what generate_key writes), padding optional;
+# anything else is a typo to refuse, not a character to drop.
+KEY_BASE64_PATTERN = re.compile(r"^[A-Za-z0-9+/_-]+={0,2}$")
+_URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
 
 
 class CryptoError(Exception):
@@ -51,12 +56,7 @@ def parse_key_ring(spec: str) -> KeyRing:
         key_id, sep, encoded = entry.partition(":")
         if not sep or not KEY_ID_PATTERN.match(key_id):
             raise CryptoError(f"FIELD_ENCRYPTION_KEYS entry {index + 1} is not id:base64key")
-        try:
-            key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-        except (binascii.Error, ValueError):
-            raise CryptoError(f"key {key_id!r} is not valid base64") from None
-        if len(key) != 32:
-            raise CryptoError(f"key {key_id!r} must be 32 bytes, not {len(key)}")
+        key = _decode_key(key_id, encoded)
         if key_id in keys:
             raise CryptoError(f"key id {key_id!r} appears twice")
         keys[key_id] = key
@@ -64,6 +64,21 @@ def parse_key_ring(spec: str) -> KeyRing:
     if not keys:
         raise CryptoError("FIELD_ENCRYPTION_KEYS holds no key")
     return KeyRing(keys=keys, primary_id=primary)
+
+
+def _decode_key(key_id: str, encoded: str) -> bytes:
+    # Strict: a junk character is an error, never silently skipped (messages hold no key bytes).
+    if not KEY_BASE64_PATTERN.match(encoded):
+        raise CryptoError(f"key {key_id!r} is not base64 (stray or missing characters)")
+    padded = encoded.rstrip("=")
+    padded += "=" * (-len(padded) % 4)
+    try:
+        key = base64.b64decode(padded.translate(_URLSAFE_TO_STANDARD), validate=True)
+    except (binascii.Error, ValueError):
+        raise CryptoError(f"key {key_id!r} is not valid base64 (wrong length)") from None
+    if len(key) != KEY_BYTES:
+        raise CryptoError(f"key {key_id!r} must be {KEY_BYTES} bytes, not {len(key)}")
+    return key
 
 
 @lru_cache(maxsize=4)
@@ -82,7 +97,7 @@ def generate_key(key_id: str) -> str:
     """A new ring entry, ready to prepend to FIELD_ENCRYPTION_KEYS."""
     if not KEY_ID_PATTERN.match(key_id):
         raise CryptoError("key ids are 1-32 letters, digits, dot, dash or underscore")
-    return f"{key_id}:{base64.urlsafe_b64encode(os.urandom(32)).decode()}"
+    return f"{key_id}:{base64.urlsafe_b64encode(os.urandom(KEY_BYTES)).decode()}"
 
 
 def associated_data(table: str, row: object, purpose: str) -> bytes:
@@ -109,7 +124,13 @@ def key_id_of(blob: bytes | memoryview) -> str:
     length = blob[1]
     if len(blob) < 2 + length + NONCE_BYTES + 16:
         raise CryptoError("ciphertext is truncated")
-    return blob[2 : 2 + length].decode("ascii", errors="replace")
+    try:
+        key_id = blob[2 : 2 + length].decode("ascii")
+    except UnicodeDecodeError:
+        raise CryptoError("ciphertext names a key id that is not ASCII") from None
+    if not KEY_ID_PATTERN.match(key_id):
+        raise CryptoError("ciphertext names a malformed key id")
+    return key_id
 
 
 def decrypt(blob: bytes | memoryview, *, aad: bytes, ring: KeyRing | None = None) -> bytes:
