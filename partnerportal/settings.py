@@ -221,6 +221,9 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
     CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
+# Error pages and mails hide sensitive locals and settings even with DEBUG on.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "rotation.error_reports.SecretHidingReporterFilter"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
