@@ -20,10 +20,15 @@ DEBUG = env.bool("DEBUG", default=True)
 DEV_SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production"  # noqa: S105
 DEV_FIELD_ENCRYPTION_KEYS = "dev:ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE="
 DEV_AUDIT_FINGERPRINT_KEY = "dev-only-audit-fingerprint-key"
+DEV_AUDIT_CHAIN_KEY = "dev-only-audit-chain-key-do-not-use-in-production"
+# HMAC keys shorter than this are refused in production (the output size of SHA-256).
+MIN_HMAC_KEY_BYTES = 32
 
 SECRET_KEY = env.str("SECRET_KEY", default="")
 FIELD_ENCRYPTION_KEYS = env.str("FIELD_ENCRYPTION_KEYS", default="")
 AUDIT_FINGERPRINT_KEY = env.str("AUDIT_FINGERPRINT_KEY", default="")
+# Keys the audit chain's HMACs; kept outside the database so a rewrite cannot be recomputed.
+AUDIT_CHAIN_KEY = env.str("AUDIT_CHAIN_KEY", default="")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
 # The class that makes and retires credentials (see rotation.providers). Development uses
 # the demo provider, which production refuses: it pushes random values that open nothing.
@@ -34,9 +39,13 @@ if DEBUG:
     SECRET_KEY = SECRET_KEY or DEV_SECRET_KEY
     FIELD_ENCRYPTION_KEYS = FIELD_ENCRYPTION_KEYS or DEV_FIELD_ENCRYPTION_KEYS
     AUDIT_FINGERPRINT_KEY = AUDIT_FINGERPRINT_KEY or DEV_AUDIT_FINGERPRINT_KEY
+    AUDIT_CHAIN_KEY = AUDIT_CHAIN_KEY or DEV_AUDIT_CHAIN_KEY
     ALLOWED_HOSTS = ALLOWED_HOSTS or ["127.0.0.1", "localhost", "[::1]", "testserver"]
     ROTATION_CREDENTIAL_PROVIDER = ROTATION_CREDENTIAL_PROVIDER or DEMO_CREDENTIAL_PROVIDER
 else:
+    # The ring is parsed here so a bad one stops start-up, not the first decryption.
+    from rotation.crypto import key_ring_problems, parse_key_ring
+
     # Every problem at once, so one failed start tells the operator everything to fix.
     problems = [
         f"{name} must be set"
@@ -44,6 +53,7 @@ else:
             ("SECRET_KEY", SECRET_KEY),
             ("FIELD_ENCRYPTION_KEYS", FIELD_ENCRYPTION_KEYS),
             ("AUDIT_FINGERPRINT_KEY", AUDIT_FINGERPRINT_KEY),
+            ("AUDIT_CHAIN_KEY", AUDIT_CHAIN_KEY),
             ("ALLOWED_HOSTS", ALLOWED_HOSTS),
             ("ROTATION_CREDENTIAL_PROVIDER", ROTATION_CREDENTIAL_PROVIDER),
         ]
@@ -53,10 +63,28 @@ else:
         f"{name} holds the development-only value published in this repository"
         for name, value, dev_value in [
             ("SECRET_KEY", SECRET_KEY, DEV_SECRET_KEY),
-            ("FIELD_ENCRYPTION_KEYS", FIELD_ENCRYPTION_KEYS, DEV_FIELD_ENCRYPTION_KEYS),
             ("AUDIT_FINGERPRINT_KEY", AUDIT_FINGERPRINT_KEY, DEV_AUDIT_FINGERPRINT_KEY),
+            ("AUDIT_CHAIN_KEY", AUDIT_CHAIN_KEY, DEV_AUDIT_CHAIN_KEY),
         ]
         if value == dev_value
+    ]
+    if FIELD_ENCRYPTION_KEYS:
+        # The development key's bytes are refused under any id, first or not.
+        problems += [
+            problem
+            if problem.startswith("FIELD_ENCRYPTION_KEYS")
+            else f"FIELD_ENCRYPTION_KEYS: {problem}"
+            for problem in key_ring_problems(
+                FIELD_ENCRYPTION_KEYS, forbidden=parse_key_ring(DEV_FIELD_ENCRYPTION_KEYS)
+            )
+        ]
+    problems += [
+        f"{name} must be at least {MIN_HMAC_KEY_BYTES} bytes (it has {len(value.encode())})"
+        for name, value in [
+            ("AUDIT_FINGERPRINT_KEY", AUDIT_FINGERPRINT_KEY),
+            ("AUDIT_CHAIN_KEY", AUDIT_CHAIN_KEY),
+        ]
+        if value and len(value.encode()) < MIN_HMAC_KEY_BYTES
     ]
     if ROTATION_CREDENTIAL_PROVIDER.startswith("rotation.devtools."):
         problems.append(

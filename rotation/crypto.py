@@ -51,19 +51,49 @@ class KeyRing:
 def parse_key_ring(spec: str) -> KeyRing:
     """Parse `id:base64key[,id:base64key...]`; the first entry is the encrypting key."""
     keys: dict[str, bytes] = {}
-    primary = ""
-    for index, entry in enumerate(part.strip() for part in spec.split(",") if part.strip()):
-        key_id, sep, encoded = entry.partition(":")
-        if not sep or not KEY_ID_PATTERN.match(key_id):
-            raise CryptoError(f"FIELD_ENCRYPTION_KEYS entry {index + 1} is not id:base64key")
-        key = _decode_key(key_id, encoded)
+    for index, entry in enumerate(_ring_entries(spec)):
+        key_id, key = _parse_entry(index, entry)
         if key_id in keys:
             raise CryptoError(f"key id {key_id!r} appears twice")
         keys[key_id] = key
-        primary = primary or key_id
     if not keys:
         raise CryptoError("FIELD_ENCRYPTION_KEYS holds no key")
-    return KeyRing(keys=keys, primary_id=primary)
+    return KeyRing(keys=keys, primary_id=next(iter(keys)))
+
+
+def key_ring_problems(spec: str, *, forbidden: KeyRing | None = None) -> list[str]:
+    """Every problem of a ring spec at once, for start-up: malformed entries, repeated ids,
+    and keys whose bytes are in `forbidden` (under any id). Messages hold no key bytes."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    banned = set(forbidden.keys.values()) if forbidden else set()
+    for index, entry in enumerate(_ring_entries(spec)):
+        try:
+            key_id, key = _parse_entry(index, entry)
+        except CryptoError as exc:
+            problems.append(str(exc))
+            continue
+        if key_id in seen:
+            problems.append(f"key id {key_id!r} appears twice")
+        if key in banned:
+            problems.append(
+                f"key {key_id!r} is the development-only key published in this repository"
+            )
+        seen.add(key_id)
+    if not problems and not seen:
+        problems.append("FIELD_ENCRYPTION_KEYS holds no key")
+    return problems
+
+
+def _ring_entries(spec: str) -> list[str]:
+    return [part.strip() for part in spec.split(",") if part.strip()]
+
+
+def _parse_entry(index: int, entry: str) -> tuple[str, bytes]:
+    key_id, sep, encoded = entry.partition(":")
+    if not sep or not KEY_ID_PATTERN.match(key_id):
+        raise CryptoError(f"FIELD_ENCRYPTION_KEYS entry {index + 1} is not id:base64key")
+    return key_id, _decode_key(key_id, encoded)
 
 
 def _decode_key(key_id: str, encoded: str) -> bytes:
