@@ -238,8 +238,15 @@ ROTATION_STUCK_AFTER_SECONDS = env.float(
     "ROTATION_STUCK_AFTER_SECONDS", default=Q_CLUSTER["timeout"] + 60
 )
 
+# Behind reverse proxies, and only when configured: otherwise any client could claim https or
+# an address. TRUSTED_PROXY_COUNT proxies append to X-Forwarded-For (rotation.audit.origin);
+# SECURE_PROXY_SSL_HEADER names the header the nearest proxy sets to `https` (and strips).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+_proxy_ssl_header = env.str("SECURE_PROXY_SSL_HEADER", default="")
+if _proxy_ssl_header:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
+
 # Production hardening; `manage.py check --deploy` is clean with DEBUG=False.
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 if not DEBUG:
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
     SESSION_COOKIE_SECURE = True

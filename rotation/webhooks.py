@@ -14,6 +14,7 @@ from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_POST
 
 from rotation.audit import Origin
+from rotation.audit.origin import client_ip
 from rotation.redeploy import WebhookInvalid, webhook_event_handle
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def vercel_webhook(request: HttpRequest) -> JsonResponse:
     ):
         logger.warning(
             "Vercel webhook with a bad or missing signature from %s",
-            request.META.get("REMOTE_ADDR"),
+            client_ip(request.META, trusted_proxies=settings.TRUSTED_PROXY_COUNT),
         )
         return _answer(403, "bad signature")
     try:

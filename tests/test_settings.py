@@ -173,3 +173,28 @@ def test_it_documents_every_setting_in_the_readme_and_env_example():
     example = (ROOT / ".env.example").read_text()
     assert sorted(name for name in names if f"`{name}`" not in readme) == []
     assert sorted(name for name in names if f"# {name}=" not in example) == []
+
+
+def test_it_trusts_proxy_headers_only_when_configured():
+    code = (
+        "from django.conf import settings; "
+        "print(settings.SECURE_PROXY_SSL_HEADER, '|', settings.TRUSTED_PROXY_COUNT)"
+    )
+    assert manage("shell", "--no-imports", "-c", code, **PRODUCTION).stdout.split() == [
+        "None",
+        "|",
+        "0",
+    ]
+    configured = dict(
+        PRODUCTION, SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto", TRUSTED_PROXY_COUNT="2"
+    )
+    result = manage("shell", "--no-imports", "-c", code, **configured)
+    assert result.stdout.strip() == "('HTTP_X_FORWARDED_PROTO', 'https') | 2"
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **configured)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_client_cannot_claim_https_when_no_proxy_header_is_configured(rf, settings):
+    assert settings.SECURE_PROXY_SSL_HEADER is None
+
+    assert not rf.get("/", HTTP_X_FORWARDED_PROTO="https").is_secure()
