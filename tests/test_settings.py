@@ -198,3 +198,13 @@ def test_a_client_cannot_claim_https_when_no_proxy_header_is_configured(rf, sett
     assert settings.SECURE_PROXY_SSL_HEADER is None
 
     assert not rf.get("/", HTTP_X_FORWARDED_PROTO="https").is_secure()
+
+
+def test_the_staff_session_lifetime_comes_from_session_lifetime_hours():
+    code = (
+        "from django.conf import settings; "
+        "print(settings.SESSION_COOKIE_AGE, settings.SESSION_EXPIRE_AT_BROWSER_CLOSE)"
+    )
+    assert manage("shell", "--no-imports", "-c", code).stdout.split() == ["28800", "True"]
+    result = manage("shell", "--no-imports", "-c", code, SESSION_LIFETIME_HOURS="1.5")
+    assert result.stdout.split() == ["5400", "True"]
