@@ -180,6 +180,8 @@ LOGIN_URL = "admin:login"
 
 # Staff sessions: a working day by default, and never past the browser's closing.
 SESSION_COOKIE_AGE = int(env.float("SESSION_LIFETIME_HOURS", default=8) * 3600)
+if SESSION_COOKIE_AGE <= 0:
+    raise ImproperlyConfigured("SESSION_LIFETIME_HOURS must be more than 0")
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 
 # Content-Security-Policy (django-csp 4): our own origin only, no inline script or style,

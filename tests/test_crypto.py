@@ -99,6 +99,25 @@ def test_it_refuses_a_ciphertext_whose_key_id_is_not_a_key_id(key_id):
         crypto.key_id_of(blob)
 
 
+def test_it_lists_every_problem_of_a_key_ring_at_once():
+    forbidden = parse_key_ring(OLD)
+    spec = f"{NEW},garbage,short:QUFB,{OLD.replace('old:', 'reused:')},{NEW}"
+
+    problems = crypto.key_ring_problems(spec, forbidden=forbidden)
+
+    assert problems == [
+        "FIELD_ENCRYPTION_KEYS entry 2 is not id:base64key",
+        "key 'short' must be 32 bytes, not 3",
+        "key 'reused' is the development-only key published in this repository",
+        "key id 'new' appears twice",
+    ]
+    assert crypto.key_ring_problems(f"{NEW},{OLD}", forbidden=parse_key_ring(NEW)) == [
+        "key 'new' is the development-only key published in this repository"
+    ]
+    assert crypto.key_ring_problems(" , ") == ["FIELD_ENCRYPTION_KEYS holds no key"]
+    assert crypto.key_ring_problems(f"{NEW},{OLD}") == []
+
+
 def test_the_key_ring_repr_shows_no_key_bytes():
     ring = parse_key_ring(NEW)
     assert isinstance(ring, KeyRing)

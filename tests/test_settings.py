@@ -208,3 +208,6 @@ def test_the_staff_session_lifetime_comes_from_session_lifetime_hours():
     assert manage("shell", "--no-imports", "-c", code).stdout.split() == ["28800", "True"]
     result = manage("shell", "--no-imports", "-c", code, SESSION_LIFETIME_HOURS="1.5")
     assert result.stdout.split() == ["5400", "True"]
+    result = manage("check", SESSION_LIFETIME_HOURS="0")
+    assert result.returncode != 0
+    assert "SESSION_LIFETIME_HOURS must be more than 0" in result.stderr
