@@ -10,8 +10,8 @@ from django.contrib.sessions.models import Session
 from django.urls import reverse
 from django.utils import timezone
 
-from rotation.models import Rotation
-from tests.admin.rotation_requests import login, request_batch
+from rotation.models import AuditEvent, Rotation
+from tests.admin.rotation_requests import CHANGELIST, action_post, login, request_batch
 from tests.conftest import PASSWORD
 
 SCRIPT_TAG = re.compile(r"<script\b[^>]*>", re.IGNORECASE)
@@ -36,6 +36,11 @@ def admin_pages(client, user, resources) -> dict[str, str]:
             "admin:rotation_installation_change", args=[resources[0].installation_id]
         ),
         "dashboard": reverse("redeploy_dashboard"),
+        "audit": reverse("admin:rotation_auditevent_changelist"),
+        "audit event": reverse(
+            "admin:rotation_auditevent_change", args=[AuditEvent.objects.latest("pk").pk]
+        ),
+        "rollback form": reverse("redeploy_rollback", args=[rotation.pk]),
     }
 
 
@@ -57,10 +62,13 @@ def test_every_admin_page_carries_a_policy_that_allows_no_inline_script(client, 
 
 
 def test_no_admin_page_holds_an_inline_script_or_style(client, root, resources):
+    confirmation = login(client, root).post(CHANGELIST, action_post([r.pk for r in resources]))
+    assert b'id="rotate-confirm"' in confirmation.content
     pages = admin_pages(client, root, resources)
+    htmls = {name: client.get(url).content.decode() for name, url in pages.items()}
+    htmls["rotate confirmation"] = confirmation.content.decode()
 
-    for name, url in pages.items():
-        html = client.get(url).content.decode()
+    for name, html in htmls.items():
         inline = [tag for tag in SCRIPT_TAG.findall(html) if "src=" not in tag]
         assert inline == [], name
         assert INLINE_STYLE.findall(html) == [], name
