@@ -8,6 +8,7 @@ from datetime import date
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -21,10 +22,15 @@ DEBUG = env.bool("DEBUG", default=True)
 DEV_SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production"  # noqa: S105
 DEV_FIELD_ENCRYPTION_KEYS = "dev:ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE="
 DEV_AUDIT_FINGERPRINT_KEY = "dev-only-audit-fingerprint-key"
+DEV_AUDIT_CHAIN_KEY = "dev-only-audit-chain-key-do-not-use-in-production"
+# HMAC keys shorter than this are refused in production (the output size of SHA-256).
+MIN_HMAC_KEY_BYTES = 32
 
 SECRET_KEY = env.str("SECRET_KEY", default="")
 FIELD_ENCRYPTION_KEYS = env.str("FIELD_ENCRYPTION_KEYS", default="")
 AUDIT_FINGERPRINT_KEY = env.str("AUDIT_FINGERPRINT_KEY", default="")
+# Keys the audit chain's HMACs; kept outside the database so a rewrite cannot be recomputed.
+AUDIT_CHAIN_KEY = env.str("AUDIT_CHAIN_KEY", default="")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
 # The class that makes and retires credentials (see rotation.providers). Development uses
 # the demo provider, which production refuses: it pushes random values that open nothing.
@@ -35,9 +41,13 @@ if DEBUG:
     SECRET_KEY = SECRET_KEY or DEV_SECRET_KEY
     FIELD_ENCRYPTION_KEYS = FIELD_ENCRYPTION_KEYS or DEV_FIELD_ENCRYPTION_KEYS
     AUDIT_FINGERPRINT_KEY = AUDIT_FINGERPRINT_KEY or DEV_AUDIT_FINGERPRINT_KEY
+    AUDIT_CHAIN_KEY = AUDIT_CHAIN_KEY or DEV_AUDIT_CHAIN_KEY
     ALLOWED_HOSTS = ALLOWED_HOSTS or ["127.0.0.1", "localhost", "[::1]", "testserver"]
     ROTATION_CREDENTIAL_PROVIDER = ROTATION_CREDENTIAL_PROVIDER or DEMO_CREDENTIAL_PROVIDER
 else:
+    # The ring is parsed here so a bad one stops start-up, not the first decryption.
+    from rotation.crypto import key_ring_problems, parse_key_ring
+
     # Every problem at once, so one failed start tells the operator everything to fix.
     problems = [
         f"{name} must be set"
@@ -45,6 +55,7 @@ else:
             ("SECRET_KEY", SECRET_KEY),
             ("FIELD_ENCRYPTION_KEYS", FIELD_ENCRYPTION_KEYS),
             ("AUDIT_FINGERPRINT_KEY", AUDIT_FINGERPRINT_KEY),
+            ("AUDIT_CHAIN_KEY", AUDIT_CHAIN_KEY),
             ("ALLOWED_HOSTS", ALLOWED_HOSTS),
             ("ROTATION_CREDENTIAL_PROVIDER", ROTATION_CREDENTIAL_PROVIDER),
         ]
@@ -54,10 +65,28 @@ else:
         f"{name} holds the development-only value published in this repository"
         for name, value, dev_value in [
             ("SECRET_KEY", SECRET_KEY, DEV_SECRET_KEY),
-            ("FIELD_ENCRYPTION_KEYS", FIELD_ENCRYPTION_KEYS, DEV_FIELD_ENCRYPTION_KEYS),
             ("AUDIT_FINGERPRINT_KEY", AUDIT_FINGERPRINT_KEY, DEV_AUDIT_FINGERPRINT_KEY),
+            ("AUDIT_CHAIN_KEY", AUDIT_CHAIN_KEY, DEV_AUDIT_CHAIN_KEY),
         ]
         if value == dev_value
+    ]
+    if FIELD_ENCRYPTION_KEYS:
+        # The development key's bytes are refused under any id, first or not.
+        problems += [
+            problem
+            if problem.startswith("FIELD_ENCRYPTION_KEYS")
+            else f"FIELD_ENCRYPTION_KEYS: {problem}"
+            for problem in key_ring_problems(
+                FIELD_ENCRYPTION_KEYS, forbidden=parse_key_ring(DEV_FIELD_ENCRYPTION_KEYS)
+            )
+        ]
+    problems += [
+        f"{name} must be at least {MIN_HMAC_KEY_BYTES} bytes (it has {len(value.encode())})"
+        for name, value in [
+            ("AUDIT_FINGERPRINT_KEY", AUDIT_FINGERPRINT_KEY),
+            ("AUDIT_CHAIN_KEY", AUDIT_CHAIN_KEY),
+        ]
+        if value and len(value.encode()) < MIN_HMAC_KEY_BYTES
     ]
     if ROTATION_CREDENTIAL_PROVIDER.startswith("rotation.devtools."):
         problems.append(
@@ -78,6 +107,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_q",
+    "csp",
     "rotation",
 ]
 if DEBUG:
@@ -86,6 +116,7 @@ if DEBUG:
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -147,6 +178,29 @@ STATIC_URL = "static/"
 STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
 
 LOGIN_URL = "admin:login"
+
+# Staff sessions: a working day by default, and never past the browser's closing.
+SESSION_COOKIE_AGE = int(env.float("SESSION_LIFETIME_HOURS", default=8) * 3600)
+if SESSION_COOKIE_AGE <= 0:
+    raise ImproperlyConfigured("SESSION_LIFETIME_HOURS must be more than 0")
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+
+# Content-Security-Policy (django-csp 4): our own origin only, no inline script or style,
+# no plugins, no framing. The admin's and our JavaScript are static files.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 # Email: console backend unless EMAIL_URL says otherwise.
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
@@ -222,8 +276,15 @@ ROTATION_STUCK_AFTER_SECONDS = env.float(
     "ROTATION_STUCK_AFTER_SECONDS", default=Q_CLUSTER["timeout"] + 60
 )
 
+# Behind reverse proxies, and only when configured: otherwise any client could claim https or
+# an address. TRUSTED_PROXY_COUNT proxies append to X-Forwarded-For (rotation.audit.origin);
+# SECURE_PROXY_SSL_HEADER names the header the nearest proxy sets to `https` (and strips).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+_proxy_ssl_header = env.str("SECURE_PROXY_SSL_HEADER", default="")
+if _proxy_ssl_header:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
+
 # Production hardening; `manage.py check --deploy` is clean with DEBUG=False.
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 if not DEBUG:
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
     SESSION_COOKIE_SECURE = True
@@ -232,6 +293,9 @@ if not DEBUG:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# Error pages and mails hide sensitive locals and settings even with DEBUG on.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "rotation.error_reports.SecretHidingReporterFilter"
 
 LOGGING = {
     "version": 1,

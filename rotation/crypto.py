@@ -20,6 +20,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 FORMAT_VERSION = b"\x01"
 NONCE_BYTES = 12
 KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+KEY_BYTES = 32
+# Base64 of either alphabet (url-safe is what generate_key writes), padding optional;
+# anything else is a typo to refuse, not a character to drop.
+KEY_BASE64_PATTERN = re.compile(r"^[A-Za-z0-9+/_-]+={0,2}$")
+_URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
 
 
 class CryptoError(Exception):
@@ -46,24 +51,64 @@ class KeyRing:
 def parse_key_ring(spec: str) -> KeyRing:
     """Parse `id:base64key[,id:base64key...]`; the first entry is the encrypting key."""
     keys: dict[str, bytes] = {}
-    primary = ""
-    for index, entry in enumerate(part.strip() for part in spec.split(",") if part.strip()):
-        key_id, sep, encoded = entry.partition(":")
-        if not sep or not KEY_ID_PATTERN.match(key_id):
-            raise CryptoError(f"FIELD_ENCRYPTION_KEYS entry {index + 1} is not id:base64key")
-        try:
-            key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-        except (binascii.Error, ValueError):
-            raise CryptoError(f"key {key_id!r} is not valid base64") from None
-        if len(key) != 32:
-            raise CryptoError(f"key {key_id!r} must be 32 bytes, not {len(key)}")
+    for index, entry in enumerate(_ring_entries(spec)):
+        key_id, key = _parse_entry(index, entry)
         if key_id in keys:
             raise CryptoError(f"key id {key_id!r} appears twice")
         keys[key_id] = key
-        primary = primary or key_id
     if not keys:
         raise CryptoError("FIELD_ENCRYPTION_KEYS holds no key")
-    return KeyRing(keys=keys, primary_id=primary)
+    return KeyRing(keys=keys, primary_id=next(iter(keys)))
+
+
+def key_ring_problems(spec: str, *, forbidden: KeyRing | None = None) -> list[str]:
+    """Every problem of a ring spec at once, for start-up: malformed entries, repeated ids,
+    and keys whose bytes are in `forbidden` (under any id). Messages hold no key bytes."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    banned = set(forbidden.keys.values()) if forbidden else set()
+    for index, entry in enumerate(_ring_entries(spec)):
+        try:
+            key_id, key = _parse_entry(index, entry)
+        except CryptoError as exc:
+            problems.append(str(exc))
+            continue
+        if key_id in seen:
+            problems.append(f"key id {key_id!r} appears twice")
+        if key in banned:
+            problems.append(
+                f"key {key_id!r} is the development-only key published in this repository"
+            )
+        seen.add(key_id)
+    if not problems and not seen:
+        problems.append("FIELD_ENCRYPTION_KEYS holds no key")
+    return problems
+
+
+def _ring_entries(spec: str) -> list[str]:
+    return [part.strip() for part in spec.split(",") if part.strip()]
+
+
+def _parse_entry(index: int, entry: str) -> tuple[str, bytes]:
+    key_id, sep, encoded = entry.partition(":")
+    if not sep or not KEY_ID_PATTERN.match(key_id):
+        raise CryptoError(f"FIELD_ENCRYPTION_KEYS entry {index + 1} is not id:base64key")
+    return key_id, _decode_key(key_id, encoded)
+
+
+def _decode_key(key_id: str, encoded: str) -> bytes:
+    # Strict: a junk character is an error, never silently skipped (messages hold no key bytes).
+    if not KEY_BASE64_PATTERN.match(encoded):
+        raise CryptoError(f"key {key_id!r} is not base64 (stray or missing characters)")
+    padded = encoded.rstrip("=")
+    padded += "=" * (-len(padded) % 4)
+    try:
+        key = base64.b64decode(padded.translate(_URLSAFE_TO_STANDARD), validate=True)
+    except (binascii.Error, ValueError):
+        raise CryptoError(f"key {key_id!r} is not valid base64 (wrong length)") from None
+    if len(key) != KEY_BYTES:
+        raise CryptoError(f"key {key_id!r} must be {KEY_BYTES} bytes, not {len(key)}")
+    return key
 
 
 @lru_cache(maxsize=4)
@@ -82,7 +127,7 @@ def generate_key(key_id: str) -> str:
     """A new ring entry, ready to prepend to FIELD_ENCRYPTION_KEYS."""
     if not KEY_ID_PATTERN.match(key_id):
         raise CryptoError("key ids are 1-32 letters, digits, dot, dash or underscore")
-    return f"{key_id}:{base64.urlsafe_b64encode(os.urandom(32)).decode()}"
+    return f"{key_id}:{base64.urlsafe_b64encode(os.urandom(KEY_BYTES)).decode()}"
 
 
 def associated_data(table: str, row: object, purpose: str) -> bytes:
@@ -109,7 +154,13 @@ def key_id_of(blob: bytes | memoryview) -> str:
     length = blob[1]
     if len(blob) < 2 + length + NONCE_BYTES + 16:
         raise CryptoError("ciphertext is truncated")
-    return blob[2 : 2 + length].decode("ascii", errors="replace")
+    try:
+        key_id = blob[2 : 2 + length].decode("ascii")
+    except UnicodeDecodeError:
+        raise CryptoError("ciphertext names a key id that is not ASCII") from None
+    if not KEY_ID_PATTERN.match(key_id):
+        raise CryptoError("ciphertext names a malformed key id")
+    return key_id
 
 
 def decrypt(blob: bytes | memoryview, *, aad: bytes, ring: KeyRing | None = None) -> bytes:

@@ -10,26 +10,63 @@ import logging
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_POST
 
 from rotation.audit import Origin
+from rotation.audit.origin import client_ip
 from rotation.redeploy import WebhookInvalid, webhook_event_handle
 
 logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "x-vercel-signature"
+# Vercel's payloads nest a few levels; anything far deeper is hostile, refused before use.
+MAX_JSON_DEPTH = 32
 
 
+class MalformedBody(ValueError):
+    """The signed body is not JSON we are willing to read."""
+
+
+@sensitive_variables("secret")
 def sign_webhook(body: bytes, secret: str) -> str:
     """Vercel's signature of a delivery: hex HMAC-SHA1 of the raw body, keyed by the secret."""
     return hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
 
 
+@sensitive_variables("secret", "signature", "expected", "given")
 def signature_valid(*, body: bytes, signature: str, secret: str) -> bool:
     """Constant-time check of `signature` against the body; an unset secret never matches."""
     if not secret or not signature:
         return False
-    return hmac.compare_digest(sign_webhook(body, secret), signature.strip().lower())
+    try:
+        # Bytes on both sides: compare_digest raises TypeError on a non-ASCII str.
+        given = signature.strip().lower().encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    expected = sign_webhook(body, secret).encode("ascii")
+    return hmac.compare_digest(expected, given)
+
+
+def parse_body(body: bytes) -> object:
+    """The JSON document of a delivery, or MalformedBody with a short reason."""
+    try:
+        document = json.loads(body)
+    except RecursionError:
+        raise MalformedBody("JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedBody("malformed JSON") from None
+    # Walked without recursion, so a hostile shape cannot exhaust the stack later on.
+    pending: list[tuple[object, int]] = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise MalformedBody("JSON nested too deeply")
+        if isinstance(value, dict):
+            pending.extend((child, depth + 1) for child in value.values())
+        elif isinstance(value, list):
+            pending.extend((child, depth + 1) for child in value)
+    return document
 
 
 def _answer(status: int, outcome: str) -> JsonResponse:
@@ -38,6 +75,7 @@ def _answer(status: int, outcome: str) -> JsonResponse:
 
 @csrf_exempt
 @require_POST
+@sensitive_variables("secret")
 def vercel_webhook(request: HttpRequest) -> JsonResponse:
     """Vercel posts integration and deployment events here."""
     secret = settings.VERCEL_CLIENT_SECRET
@@ -59,13 +97,13 @@ def vercel_webhook(request: HttpRequest) -> JsonResponse:
     ):
         logger.warning(
             "Vercel webhook with a bad or missing signature from %s",
-            request.META.get("REMOTE_ADDR"),
+            client_ip(request.META, trusted_proxies=settings.TRUSTED_PROXY_COUNT),
         )
         return _answer(403, "bad signature")
     try:
-        event = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return _answer(400, "malformed JSON")
+        event = parse_body(body)
+    except MalformedBody as exc:
+        return _answer(400, str(exc))
     try:
         handled = webhook_event_handle(event=event, origin=Origin.of(request))
     except WebhookInvalid as exc:

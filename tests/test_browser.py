@@ -54,7 +54,8 @@ def database_url(settings_dict: dict) -> str:
 @contextlib.contextmanager
 def chromium_page():
     """A page in Debian's chromium (else Playwright's own, which `make test` installs where
-    apt cannot). Playwright runs an event loop: no ORM calls meanwhile."""
+    apt cannot), failing the test if the Content-Security-Policy blocked anything. Playwright
+    runs an event loop: no ORM calls meanwhile."""
     from playwright.sync_api import sync_playwright
 
     executable = CHROMIUM if Path(CHROMIUM).exists() else None
@@ -63,7 +64,18 @@ def chromium_page():
         try:
             page = browser.new_page()
             page.set_default_timeout(30_000)
+            # Chromium reports what the Content-Security-Policy blocked on the console.
+            blocked: list[str] = []
+            page.on(
+                "console",
+                lambda message: (
+                    blocked.append(message.text)
+                    if "Content Security Policy" in message.text
+                    else None
+                ),
+            )
             yield page
+            assert blocked == [], "the Content-Security-Policy blocked part of a page"
         finally:
             browser.close()
 

@@ -1,3 +1,5 @@
+import base64
+
 import pytest
 from django.db import connection
 
@@ -68,6 +70,52 @@ def test_it_rejects_garbage(blob):
 def test_it_refuses_bad_key_ring_specs(spec):
     with pytest.raises(CryptoError):
         parse_key_ring(spec)
+
+
+@pytest.mark.parametrize("junk", ["*", " ", "\n", "\u00e9", "."])
+def test_it_refuses_a_key_with_a_junk_character_instead_of_dropping_it(junk):
+    key_id, _, encoded = NEW.partition(":")
+    spec = f"{key_id}:{encoded[:10]}{junk}{encoded[10:]}"
+
+    with pytest.raises(CryptoError, match="not base64") as raised:
+        parse_key_ring(spec)
+
+    assert encoded[:10] not in str(raised.value) and encoded[10:] not in str(raised.value)
+
+
+def test_it_reads_keys_of_either_base64_alphabet_with_or_without_padding():
+    key = bytes(range(251, 256)) + bytes(range(27))
+    standard = base64.b64encode(key).decode()
+    assert "+" in standard or "/" in standard
+    for encoded in (standard, standard.rstrip("="), base64.urlsafe_b64encode(key).decode()):
+        assert parse_key_ring(f"k:{encoded}").keys["k"] == key
+
+
+@pytest.mark.parametrize("key_id", [b"n\xffw", b"a b", b""])
+def test_it_refuses_a_ciphertext_whose_key_id_is_not_a_key_id(key_id):
+    blob = b"\x01" + bytes([len(key_id)]) + key_id + b"0" * (crypto.NONCE_BYTES + 16)
+
+    with pytest.raises(CryptoError, match="key id"):
+        crypto.key_id_of(blob)
+
+
+def test_it_lists_every_problem_of_a_key_ring_at_once():
+    forbidden = parse_key_ring(OLD)
+    spec = f"{NEW},garbage,short:QUFB,{OLD.replace('old:', 'reused:')},{NEW}"
+
+    problems = crypto.key_ring_problems(spec, forbidden=forbidden)
+
+    assert problems == [
+        "FIELD_ENCRYPTION_KEYS entry 2 is not id:base64key",
+        "key 'short' must be 32 bytes, not 3",
+        "key 'reused' is the development-only key published in this repository",
+        "key id 'new' appears twice",
+    ]
+    assert crypto.key_ring_problems(f"{NEW},{OLD}", forbidden=parse_key_ring(NEW)) == [
+        "key 'new' is the development-only key published in this repository"
+    ]
+    assert crypto.key_ring_problems(" , ") == ["FIELD_ENCRYPTION_KEYS holds no key"]
+    assert crypto.key_ring_problems(f"{NEW},{OLD}") == []
 
 
 def test_the_key_ring_repr_shows_no_key_bytes():

@@ -11,6 +11,7 @@ PRODUCTION = {
     "SECRET_KEY": "x" * 60 + "production-like-secret-key-for-tests",
     "FIELD_ENCRYPTION_KEYS": crypto.generate_key("prod1"),
     "AUDIT_FINGERPRINT_KEY": "fingerprint-key-for-tests-0123456789",
+    "AUDIT_CHAIN_KEY": "chain-key-for-tests-0123456789-abcdef",
     "ALLOWED_HOSTS": "portal.example.com",
     "ROTATION_CREDENTIAL_PROVIDER": "tests.provider_doubles.PartnerBackendProvider",
 }
@@ -37,6 +38,7 @@ def test_it_names_every_missing_setting_at_once_when_debug_is_off():
         "SECRET_KEY",
         "FIELD_ENCRYPTION_KEYS",
         "AUDIT_FINGERPRINT_KEY",
+        "AUDIT_CHAIN_KEY",
         "ALLOWED_HOSTS",
         "ROTATION_CREDENTIAL_PROVIDER",
     ):
@@ -54,8 +56,57 @@ def test_it_refuses_development_keys_and_the_demo_provider_together():
     )
     result = manage("check", **env)
     assert result.returncode != 0
-    assert "- FIELD_ENCRYPTION_KEYS holds the development-only value" in result.stderr
+    assert (
+        "- FIELD_ENCRYPTION_KEYS: key 'dev' is the development-only key published" in result.stderr
+    )
     assert "- ROTATION_CREDENTIAL_PROVIDER names the demo provider" in result.stderr
+
+
+def dev_key_under(key_id: str) -> str:
+    from django.conf import settings
+
+    return key_id + ":" + settings.DEV_FIELD_ENCRYPTION_KEYS.partition(":")[2]
+
+
+def test_it_refuses_weak_keys_and_the_development_key_under_any_id_all_at_once():
+    env = dict(
+        PRODUCTION,
+        FIELD_ENCRYPTION_KEYS=f"{crypto.generate_key('prod1')},prod2:"
+        + dev_key_under("x").partition(":")[2],
+        AUDIT_FINGERPRINT_KEY="a",
+        AUDIT_CHAIN_KEY="b" * 31,
+    )
+
+    result = manage("check", **env)
+
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "- FIELD_ENCRYPTION_KEYS: key 'prod2' is the development-only key" in result.stderr
+    assert "- AUDIT_FINGERPRINT_KEY must be at least 32 bytes (it has 1)" in result.stderr
+    assert "- AUDIT_CHAIN_KEY must be at least 32 bytes (it has 31)" in result.stderr
+    assert "ZGV2" not in result.stderr  # no key bytes in the message
+
+
+def test_it_refuses_the_development_key_as_the_primary_key_under_another_id():
+    result = manage("check", **dict(PRODUCTION, FIELD_ENCRYPTION_KEYS=dev_key_under("prod")))
+    assert result.returncode != 0
+    assert "- FIELD_ENCRYPTION_KEYS: key 'prod' is the development-only key" in result.stderr
+
+
+def test_it_names_every_malformed_key_ring_entry_at_start_up():
+    good = crypto.generate_key("k1")
+    junk = good.replace("k1:", "k3:")[:12] + "*" + good[12:]
+    ring = f"{good},garbage,k2:QUFB,{junk},{good}"
+
+    result = manage("check", **dict(PRODUCTION, FIELD_ENCRYPTION_KEYS=ring))
+
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "- FIELD_ENCRYPTION_KEYS entry 2 is not id:base64key" in result.stderr
+    assert "- FIELD_ENCRYPTION_KEYS: key 'k2' must be 32 bytes, not 3" in result.stderr
+    assert "- FIELD_ENCRYPTION_KEYS: key 'k3' is not base64" in result.stderr
+    assert "- FIELD_ENCRYPTION_KEYS: key id 'k1' appears twice" in result.stderr
+    assert good.partition(":")[2] not in result.stderr
 
 
 def test_it_refuses_a_provider_that_does_not_import_or_is_no_provider():
@@ -133,3 +184,41 @@ def test_it_refuses_a_sunset_that_is_not_a_date():
     )
     assert "Traceback" not in result.stderr
     assert manage("check", VERCEL_DEPRECATED_ENDPOINT_SUNSET="2027-04-01").returncode == 0
+
+
+def test_it_trusts_proxy_headers_only_when_configured():
+    code = (
+        "from django.conf import settings; "
+        "print(settings.SECURE_PROXY_SSL_HEADER, '|', settings.TRUSTED_PROXY_COUNT)"
+    )
+    assert manage("shell", "--no-imports", "-c", code, **PRODUCTION).stdout.split() == [
+        "None",
+        "|",
+        "0",
+    ]
+    configured = dict(
+        PRODUCTION, SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto", TRUSTED_PROXY_COUNT="2"
+    )
+    result = manage("shell", "--no-imports", "-c", code, **configured)
+    assert result.stdout.strip() == "('HTTP_X_FORWARDED_PROTO', 'https') | 2"
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **configured)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_client_cannot_claim_https_when_no_proxy_header_is_configured(rf, settings):
+    assert settings.SECURE_PROXY_SSL_HEADER is None
+
+    assert not rf.get("/", HTTP_X_FORWARDED_PROTO="https").is_secure()
+
+
+def test_the_staff_session_lifetime_comes_from_session_lifetime_hours():
+    code = (
+        "from django.conf import settings; "
+        "print(settings.SESSION_COOKIE_AGE, settings.SESSION_EXPIRE_AT_BROWSER_CLOSE)"
+    )
+    assert manage("shell", "--no-imports", "-c", code).stdout.split() == ["28800", "True"]
+    result = manage("shell", "--no-imports", "-c", code, SESSION_LIFETIME_HOURS="1.5")
+    assert result.stdout.split() == ["5400", "True"]
+    result = manage("check", SESSION_LIFETIME_HOURS="0")
+    assert result.returncode != 0
+    assert "SESSION_LIFETIME_HOURS must be more than 0" in result.stderr

@@ -118,6 +118,73 @@ def test_it_answers_400_to_malformed_json(client, db):
     assert not WebhookEvent.objects.exists()
 
 
+@pytest.mark.parametrize("signature", ["\u00ff", "\u00ff" * 40, "é" + "0" * 39, "\u2603"])
+def test_it_answers_403_to_a_non_ascii_signature_instead_of_failing(client, db, signature):
+    response = post(client, event("deployment.succeeded"), signature=signature)
+
+    assert (response.status_code, response.json()) == (403, {"outcome": "bad signature"})
+    assert not WebhookEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 20_000 + b"]" * 20_000,
+        b'{"id": "evt_deep", "type": "deployment.succeeded", "payload": '
+        + b'{"a": ' * 40
+        + b"1"
+        + b"}" * 41,
+    ],
+    ids=["20000-levels", "40-levels"],
+)
+def test_it_answers_400_to_a_signed_body_nested_too_deeply(client, db, body):
+    response = post(client, body)
+
+    assert (response.status_code, response.json()) == (400, {"outcome": "JSON nested too deeply"})
+    assert not WebhookEvent.objects.exists()
+
+
+def fail_in_service(monkeypatch):
+    def explode(**kwargs):
+        raise RuntimeError("the service broke")
+
+    monkeypatch.setattr("rotation.webhooks.webhook_event_handle", explode)
+
+
+def fail_in_signature_check(monkeypatch):
+    def explode(expected, given):
+        raise RuntimeError("the comparison broke")
+
+    monkeypatch.setattr("rotation.webhooks.hmac.compare_digest", explode)
+
+
+@pytest.mark.parametrize("break_it", [fail_in_service, fail_in_signature_check])
+def test_the_debug_error_page_and_the_log_never_show_the_webhook_secret(
+    db, settings, monkeypatch, caplog, break_it
+):
+    from django.test import Client
+
+    settings.DEBUG = True
+    break_it(monkeypatch)
+    body = json.dumps(event("deployment.succeeded", id="evt_boom")).encode()
+
+    response = Client(raise_request_exception=False).post(
+        URL,
+        data=body,
+        content_type="application/json",
+        HTTP_X_VERCEL_SIGNATURE=sign_webhook(body, SECRET),
+        REDIS_URL="redis://:redis-password-in-meta@127.0.0.1:6379/0",
+    )
+
+    page = response.content.decode()
+    assert response.status_code == 500
+    assert "RuntimeError" in page and "Local vars" in page  # Django's technical 500 page
+    assert SECRET not in page
+    assert sign_webhook(body, SECRET) not in page
+    assert "redis-password-in-meta" not in page
+    assert SECRET not in caplog.text
+
+
 def test_it_only_takes_post(client, db):
     assert client.get(URL).status_code == 405
 

@@ -11,8 +11,10 @@ from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from rotation.admin.rotate_action import RotateActionAdmin
 from rotation.admin.staff_actions import ENDPOINT_SWITCH
@@ -60,6 +62,7 @@ class InstallationForm(forms.ModelForm):
         model = Installation
         fields = ["vercel_id", "name", "team_id", "contact_email", "endpoint", "status"]
 
+    @method_decorator(sensitive_variables("cleaned"))
     def clean(self) -> dict[str, Any]:
         super().clean()
         cleaned = self.cleaned_data
@@ -182,6 +185,11 @@ class InstallationAdmin(admin.ModelAdmin):
         when = obj.access_token_set_at.strftime("%Y-%m-%d %H:%M UTC")
         return format_html("set {} under key <code>{}</code>", when, obj.access_token_key_id)
 
+    @method_decorator(sensitive_post_parameters("new_access_token"))
+    def changeform_view(self, *args: Any, **kwargs: Any) -> Any:
+        return super().changeform_view(*args, **kwargs)
+
+    @method_decorator(sensitive_variables("new_token"))
     def save_model(self, request, obj, form, change):
         new_token = form.cleaned_data.get("new_access_token")
         with transaction.atomic():

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from django.conf import settings
 
 from rotation.audit.chain import clean_ip
 
@@ -31,10 +34,21 @@ class Origin:
             return None
         meta = request.META
         return cls(
-            ip=clean_ip(meta.get("REMOTE_ADDR")),
+            ip=client_ip(meta, trusted_proxies=settings.TRUSTED_PROXY_COUNT),
             user_agent=str(meta.get("HTTP_USER_AGENT", "")),
             request_id=str(meta.get("HTTP_X_REQUEST_ID", "")),
         )
+
+
+def client_ip(meta: Mapping[str, Any], *, trusted_proxies: int) -> str | None:
+    """The client's address: REMOTE_ADDR, or behind `trusted_proxies` proxies the entry of
+    X-Forwarded-For the outermost of them wrote (entries further left are the client's say)."""
+    forwarded = str(meta.get("HTTP_X_FORWARDED_FOR") or "")
+    if trusted_proxies <= 0 or not forwarded.strip():
+        return clean_ip(meta.get("REMOTE_ADDR"))
+    # Each proxy appends the address it was connected from; ours wrote the right-most ones.
+    entries = [entry.strip() for entry in forwarded.split(",")]
+    return clean_ip(entries[max(len(entries) - trusted_proxies, 0)])
 
 
 def actor_may(actor: MaybeActor, permission: str) -> bool:

@@ -213,6 +213,27 @@ def test_it_refuses_to_send_the_token_in_clear_text_off_this_machine(fake, setti
     assert fake.requests == []
 
 
+def test_it_refuses_plain_http_to_a_lookalike_loopback_host(fake, settings):
+    # `127.attacker.example` starts like a loopback address but is a name anyone can point.
+    settings.VERCEL_API_URL = "http://127.attacker.example:8765"
+
+    error = push_error()
+
+    assert (error.code, error.permanent) == ("invalid_request", True)
+    assert "https" in str(error)
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_it_allows_plain_http_to_a_literal_loopback_address_or_localhost(fake, settings, host):
+    settings.VERCEL_API_URL = settings.VERCEL_API_URL.replace("127.0.0.1", host)
+    assert settings.VERCEL_API_URL.startswith(f"http://{host}:")
+
+    push()
+
+    assert [request.status for request in fake.requests] == [201]
+
+
 def test_it_refuses_an_unknown_endpoint_or_missing_product(fake):
     assert push_error(endpoint="legacy").code == "invalid_request"
     assert push_error(endpoint="deprecated").code == "invalid_request"
