@@ -34,6 +34,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--config", default=None, help="import_installations JSON (default: the database)"
         )
+        parser.add_argument(
+            "--portal-url",
+            default="http://127.0.0.1:8000",
+            help="where it sends Request Secrets Rotation, playing Vercel",
+        )
+        parser.add_argument("--client-id", default="demo-client", help="aud of its tokens")
+        parser.add_argument("--issuer", default=None, help="iss of its tokens (default: its URL)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         fake = FakeVercel(
@@ -47,6 +54,9 @@ class Command(BaseCommand):
             drop_rate=options["drop_rate"],
             seed=options["seed"],
             reload_from_database=options["config"] is None,
+            portal_url=options["portal_url"],
+            client_id=options["client_id"],
+            issuer=options["issuer"],
         )
         if options["config"]:
             path = Path(options["config"])
