@@ -79,6 +79,28 @@ def wait_until(condition, *, timeout: float, interval: float = 0.1) -> bool:
     return True
 
 
+def run_at_once(count: int, action) -> None:
+    """Call `action` from `count` threads released together, each on its own connection."""
+    import threading
+
+    from django.db import connections
+
+    barrier = threading.Barrier(count)
+
+    def one() -> None:
+        try:
+            barrier.wait(timeout=30)
+            action()
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+
 def make_user(username: str, *, group: str | None = None, staff: bool = True, superuser=False):
     user = get_user_model().objects.create_user(
         username, f"{username}@example.com", PASSWORD, is_staff=staff, is_superuser=superuser

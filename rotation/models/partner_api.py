@@ -15,7 +15,7 @@ class PartnerApiIdempotencyKey(models.Model):
     The same key with the same request gets the same answer and no second rotation; with
     another request it gets 409. Recorded in the transaction that creates the rotation, so
     a refused request leaves no key behind and Vercel's retry is judged afresh. Kept at least
-    24 hours (pruned by the sweeper schedule).
+    48 hours (pruned by the redeploy schedule).
     """
 
     installation = models.ForeignKey(

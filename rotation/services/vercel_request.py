@@ -43,7 +43,7 @@ from rotation.services.enqueue import rotations_enqueue_after_commit
 
 MAX_DELAY_HOURS = 720
 MAX_REASON_CHARS = 500
-# Keys are kept at least 24 hours (Vercel retries within that); pruned later by the sweeper.
+# Keys are kept at least 24 hours (Vercel retries within that); the redeploy tick prunes them.
 IDEMPOTENCY_KEY_RETENTION = timedelta(hours=48)
 NO_REASON = "Requested through Vercel (no reason given)."
 ACCEPTED: dict[str, Any] = {"sync": False}
