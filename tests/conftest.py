@@ -240,3 +240,18 @@ def on_vercel(fake_vercel, resource):
     fake_vercel.load_from_database()
     fake_vercel.set_secrets(installation.vercel_id, resource.vercel_id, NEW_SECRETS)
     return fake_vercel
+
+
+# Vercel calling us (Request Secrets Rotation): the stand-in signs, the portal verifies.
+OIDC_CLIENT_ID = "oac_test_client"
+
+
+@pytest.fixture
+def vercel_oidc(settings, fake_vercel):
+    """The portal trusts the stand-in's keys (its JWKS on 127.0.0.1) as it trusts Vercel's."""
+    settings.VERCEL_CLIENT_ID = OIDC_CLIENT_ID
+    settings.VERCEL_OIDC_JWKS_URL = fake_vercel.jwks_url
+    settings.VERCEL_OIDC_ISSUER = fake_vercel.url
+    settings.VERCEL_OIDC_JWKS_REFETCH_SECONDS = 0
+    fake_vercel.partner.client_id = OIDC_CLIENT_ID
+    return fake_vercel

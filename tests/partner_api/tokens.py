@@ -13,8 +13,6 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-CLIENT_ID = "oac_test_client"
-
 
 def rotate_url(installation_id: str, resource_id: str) -> str:
     return f"/v1/installations/{installation_id}/resources/{resource_id}/secrets/rotate"
