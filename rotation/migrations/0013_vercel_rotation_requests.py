@@ -15,7 +15,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='rotation',
             name='expire_old_after_push',
-            field=models.DurationField(blank=True, null=True),
+            field=models.DurationField(blank=True, null=True, verbose_name="old credentials expire after the push (Vercel's delay)"),
         ),
         migrations.CreateModel(
             name='PartnerApiIdempotencyKey',

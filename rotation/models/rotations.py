@@ -87,7 +87,9 @@ class Rotation(models.Model):
     keep_old_until = models.DateTimeField(null=True, blank=True)
     # Set when Vercel asked for the rotation: Vercel redeploys the linked projects itself, so
     # the old credentials expire this long after the push (keep_old_until), not on redeploys.
-    expire_old_after_push = models.DurationField(null=True, blank=True)
+    expire_old_after_push = models.DurationField(
+        "old credentials expire after the push (Vercel's delay)", null=True, blank=True
+    )
     expired_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     # A rollback staff asked for, run by a task (rotation.services.rollback). Set while it is
