@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_ENV := VERCEL_API_URL=http://127.0.0.1:8765 VERCEL_CLIENT_SECRET=demo-webhook-secret \
-	ROTATION_EXPIRE_SAFETY_DELAY_MINUTES=0
+	ROTATION_EXPIRE_SAFETY_DELAY_MINUTES=0 \
+	VERCEL_OIDC_JWKS_URL=http://127.0.0.1:8765/.well-known/jwks \
+	VERCEL_OIDC_ISSUER=http://127.0.0.1:8765 VERCEL_CLIENT_ID=demo-client
 
 .PHONY: demo test lint format check install clean browser
 

@@ -222,6 +222,16 @@ except ValueError:
     raise ImproperlyConfigured(
         f"VERCEL_DEPRECATED_ENDPOINT_SUNSET must be a date (YYYY-MM-DD), not {_sunset!r}"
     ) from None
+# Request Secrets Rotation (rotation.partner_api): Vercel's OIDC token is checked against
+# these; the endpoint refuses every call while VERCEL_CLIENT_ID (the audience) is empty.
+VERCEL_CLIENT_ID = env.str("VERCEL_CLIENT_ID", default="")
+VERCEL_OIDC_ISSUER = env.str("VERCEL_OIDC_ISSUER", default="https://marketplace.vercel.com")
+VERCEL_OIDC_JWKS_URL = env.str(
+    "VERCEL_OIDC_JWKS_URL", default="https://marketplace.vercel.com/.well-known/jwks"
+)
+# Seconds the key set is cached, and the least time between two refetches for unknown keys.
+VERCEL_OIDC_JWKS_CACHE_SECONDS = env.float("VERCEL_OIDC_JWKS_CACHE_SECONDS", default=300)
+VERCEL_OIDC_JWKS_REFETCH_SECONDS = env.float("VERCEL_OIDC_JWKS_REFETCH_SECONDS", default=30)
 
 # Redeploy tracking (rotation.redeploy): reminders, deadline, expiry of old credentials.
 VERCEL_WEBHOOK_MAX_BYTES = env.int("VERCEL_WEBHOOK_MAX_BYTES", default=1_000_000)

@@ -11,16 +11,19 @@ import uuid
 from rotation import redeploy, services, vercel
 from rotation.models import Rotation
 from rotation.providers.retirement import versions_retire, versions_retire_due
+from rotation.services.vercel_request import idempotency_keys_prune
 
 
 def redeploy_tick() -> dict[str, int]:
     """Send due reminders, escalate overdue rotations, expire old credentials that are due,
-    and retry retiring credential versions whose expiry at the provider did not go through."""
+    retry retiring credential versions whose expiry at the provider did not go through, and
+    forget Vercel's Idempotency-Keys past their retention."""
     return {
         "reminders_sent": redeploy.reminders_send_due(),
         "escalated": redeploy.rotations_escalate_due(),
         "expired": redeploy.rotations_expire_due(),
         "retired": versions_retire_due(),
+        "idempotency_keys_pruned": idempotency_keys_prune(),
     }
 
 

@@ -79,6 +79,28 @@ def wait_until(condition, *, timeout: float, interval: float = 0.1) -> bool:
     return True
 
 
+def run_at_once(count: int, action) -> None:
+    """Call `action` from `count` threads released together, each on its own connection."""
+    import threading
+
+    from django.db import connections
+
+    barrier = threading.Barrier(count)
+
+    def one() -> None:
+        try:
+            barrier.wait(timeout=30)
+            action()
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+
 def make_user(username: str, *, group: str | None = None, staff: bool = True, superuser=False):
     user = get_user_model().objects.create_user(
         username, f"{username}@example.com", PASSWORD, is_staff=staff, is_superuser=superuser
@@ -223,4 +245,19 @@ def on_vercel(fake_vercel, resource):
     installation = resource.installation
     fake_vercel.load_from_database()
     fake_vercel.set_secrets(installation.vercel_id, resource.vercel_id, NEW_SECRETS)
+    return fake_vercel
+
+
+# Vercel calling us (Request Secrets Rotation): the stand-in signs, the portal verifies.
+OIDC_CLIENT_ID = "oac_test_client"
+
+
+@pytest.fixture
+def vercel_oidc(settings, fake_vercel):
+    """The portal trusts the stand-in's keys (its JWKS on 127.0.0.1) as it trusts Vercel's."""
+    settings.VERCEL_CLIENT_ID = OIDC_CLIENT_ID
+    settings.VERCEL_OIDC_JWKS_URL = fake_vercel.jwks_url
+    settings.VERCEL_OIDC_ISSUER = fake_vercel.url
+    settings.VERCEL_OIDC_JWKS_REFETCH_SECONDS = 0
+    fake_vercel.partner.client_id = OIDC_CLIENT_ID
     return fake_vercel

@@ -238,3 +238,50 @@ def test_it_selects_all_matching_resources_across_pages(live_server, transaction
     assert batch.rotations.count() == 129
     assert not batch.rotations.exclude(resource__installation=installation).exists()
     assert [item["resource"] for item in batch.refused] == [busy.pk]
+
+
+def test_it_rotates_when_vercel_asks_from_the_stand_in_page(
+    live_server, transactional_db, vercel_oidc, qcluster
+):
+    """A customer clicks "rotate" on Vercel (the stand-in's page); the portal checks the signed
+    request, the worker pushes, and the stand-in's page shows the new values."""
+    from playwright.sync_api import expect
+
+    from rotation.devtools.fake_vercel import mask
+
+    installation = make_installation("icfg_asks", token="vci_asks_token")
+    resource = installation.resources.get()
+    vercel_oidc.partner.portal_url = live_server.url
+    vercel_oidc.load_from_database()
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    with chromium_page() as page:
+        page.goto(vercel_oidc.url + "/")
+        page.select_option("#rotation-resource", f"{installation.vercel_id} {resource.vercel_id}")
+        page.fill("input[name=reason]", "Browser test: customer clicked rotate")
+        page.fill("input[name=delay_hours]", "1.5")
+        page.click("#request-rotation")
+        expect(page.locator("#rotation-requests")).to_contain_text('{"sync": false}')
+        expect(page.locator("#rotation-requests")).to_contain_text("202")
+
+        for _ in range(WAIT_MS // 500):  # the qcluster prepares and pushes meanwhile
+            if vercel_oidc.secrets_of(installation.vercel_id, resource.vercel_id):
+                break
+            page.wait_for_timeout(500)
+        page.reload()
+        pushed = vercel_oidc.secrets_of(installation.vercel_id, resource.vercel_id)
+        assert pushed, "the worker pushed nothing"
+        for secret in pushed:
+            expect(page.locator("body")).to_contain_text(mask(secret["value"]))
+        page.screenshot(
+            path=str(ARTIFACTS / "browser_vercel_requested_rotation.png"), full_page=True
+        )
+        html = page.content()
+
+    rotation = Rotation.objects.get(resource=resource)
+    assert rotation.batch.source == RotationBatch.Source.VERCEL
+    assert rotation.batch.reason == "Browser test: customer clicked rotate"
+    assert rotation.state == Rotation.State.AWAITING_REDEPLOY
+    assert rotation.keep_old_until == rotation.pushed_at + timedelta(hours=1.5)
+    for secret in pushed:
+        assert secret["value"] not in html

@@ -25,7 +25,7 @@ from django_q.signing import SignedPackage
 from rotation import services, tasks
 from rotation.models import AuditEvent, CredentialVersion, Installation, Resource, Rotation
 from rotation.selectors import batch_progress
-from tests.conftest import make_installation, make_user, raw_database_bytes, wait_until
+from tests.conftest import make_installation, make_user, raw_database_bytes, run_at_once, wait_until
 
 State = Rotation.State
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -369,9 +369,6 @@ def test_it_runs_with_a_real_qcluster_on_redis(fake_vercel):
 @pytest.mark.django_db(transaction=True)
 def test_it_pushes_once_when_a_chunk_task_is_delivered_twice_at_once(fake_vercel):
     """The ORM broker may hand a task out twice; two workers race for the same chunk."""
-    import threading
-
-    from django.db import connections
 
     from rotation.roles import SUPPORT, roles_sync
 
@@ -383,21 +380,8 @@ def test_it_pushes_once_when_a_chunk_task_is_delivered_twice_at_once(fake_vercel
         resource_ids=installation.resources.all(), actor=alice, reason="twice"
     )
     ids = list(batch.rotations.order_by("pk").values_list("pk", flat=True))
-    barrier = threading.Barrier(2)
     pushed: list[int] = []
-
-    def worker() -> None:
-        try:
-            barrier.wait()
-            pushed.append(tasks.rotations_process(ids))
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_at_once(2, lambda: pushed.append(tasks.rotations_process(ids)))
     assert sum(pushed) == 20
     assert batch_progress(batch=batch).counts["awaiting_redeploy"] == 20
     puts = [request.path for request in fake_vercel.requests if request.method == "PUT"]

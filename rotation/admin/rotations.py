@@ -57,6 +57,7 @@ class RotationAdmin(ReadOnlyModelAdmin):
                     "pushed_at",
                     "redeploy_deadline_at",
                     "redeployed_at",
+                    "expire_old_after_push",
                     "keep_old_until",
                     "expired_at",
                     "completed_at",

@@ -8,7 +8,7 @@ chain), `signals` (sign-in events). The model, `AuditEvent`, and `AuditAction` l
 """
 
 from rotation.audit.chain import fingerprint
-from rotation.audit.origin import Actor, MaybeActor, Origin, actor_may
+from rotation.audit.origin import Actor, MaybeActor, Origin, VercelActor, actor_may
 from rotation.audit.refusals import RotationRefused, refusal_record, refuse
 from rotation.audit.trail import audit_context, audit_record, audit_record_many
 from rotation.models import AuditAction
@@ -19,6 +19,7 @@ __all__ = [
     "MaybeActor",
     "Origin",
     "RotationRefused",
+    "VercelActor",
     "actor_may",
     "audit_context",
     "audit_record",

@@ -60,3 +60,41 @@ def actor_may(actor: MaybeActor, permission: str) -> bool:
         and getattr(actor, "is_authenticated", False)
         and has_perm(permission)
     )
+
+
+@dataclass(frozen=True)
+class VercelActor:
+    """Who asked through Vercel, from a verified OIDC token: a Vercel user (ADMIN role) or
+    Vercel itself (a system token, `sub` = `account:<id>`)."""
+
+    sub: str
+    account_id: str
+    installation_id: str
+    user_id: str = ""
+    user_role: str = ""
+    user_email: str = ""
+    user_name: str = ""
+
+    @property
+    def is_system(self) -> bool:
+        return not self.user_id
+
+    @property
+    def username(self) -> str:
+        """The name audit events and batches show: `vercel:` and the user's email or id."""
+        if self.is_system:
+            return f"vercel:{self.sub}"
+        return f"vercel:{self.user_email or self.user_id}"
+
+    def audit_details(self) -> dict[str, str]:
+        """The token's identity claims (never the token), for the audit trail."""
+        details = {
+            "auth": "system" if self.is_system else "user",
+            "sub": self.sub,
+            "account_id": self.account_id,
+            "user_id": self.user_id,
+            "user_role": self.user_role,
+            "user_email": self.user_email,
+            "user_name": self.user_name,
+        }
+        return {key: value for key, value in details.items() if value}

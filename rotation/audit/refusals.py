@@ -38,17 +38,20 @@ def refusal_record(
     origin: Origin | None,
     outcome: str = AuditEvent.Outcome.DENIED,
     details: dict[str, Any] | None = None,
+    actor_type: str | None = None,
     **refs: Any,
 ) -> AuditEvent:
     """Audit a refusal in its own transaction. `refs`: installation, resource, rotation,
-    batch, reason, ticket."""
+    batch, reason, ticket, actor_username. `actor_type` names a caller that is not a user
+    (Vercel); by default a signed-in user, else anonymous."""
     with transaction.atomic():
         return audit_record(
             action=action,
             outcome=outcome,
             actor=actor,
             # Nobody signed in: say so rather than blame the system.
-            actor_type=(
+            actor_type=actor_type
+            or (
                 None
                 if getattr(actor, "is_authenticated", False)
                 else AuditEvent.ActorType.ANONYMOUS
@@ -67,6 +70,7 @@ def refuse(
     origin: Origin | None,
     outcome: str = AuditEvent.Outcome.DENIED,
     details: dict[str, Any] | None = None,
+    actor_type: str | None = None,
     **refs: Any,
 ) -> NoReturn:
     """Audit the refusal (`refusal_record`), then raise it as `RotationRefused`."""
@@ -77,6 +81,7 @@ def refuse(
         origin=origin,
         outcome=outcome,
         details=details,
+        actor_type=actor_type,
         **refs,
     )
     raise RotationRefused(message)

@@ -30,6 +30,10 @@ class AuditAction(models.TextChoices):
     # Rotate and push (rotation.services).
     ROTATION_REQUESTED = "rotation.requested", "Rotation requested"
     ROTATION_REQUEST_DENIED = "rotation.request_denied", "Rotation request refused"
+    ROTATION_REQUEST_REPLAYED = (
+        "rotation.request_replayed",
+        "Repeated Vercel request answered again (Idempotency-Key)",
+    )
     ROTATION_PREPARED = "rotation.prepared", "New credentials prepared (pending)"
     ROTATION_PREPARE_FAILED = "rotation.prepare_failed", "Preparing new credentials failed"
     ROTATION_PUSHED = "rotation.pushed", "New credentials pushed to Vercel"

@@ -85,6 +85,11 @@ class Rotation(models.Model):
     redeployed_at = models.DateTimeField(null=True, blank=True)
     # Old credentials stay valid at least until then (Vercel's delayOldSecretsExpirationHours).
     keep_old_until = models.DateTimeField(null=True, blank=True)
+    # Set when Vercel asked for the rotation: Vercel redeploys the linked projects itself, so
+    # the old credentials expire this long after the push (keep_old_until), not on redeploys.
+    expire_old_after_push = models.DurationField(
+        "old credentials expire after the push (Vercel's delay)", null=True, blank=True
+    )
     expired_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     # A rollback staff asked for, run by a task (rotation.services.rollback). Set while it is

@@ -13,8 +13,8 @@ from rotation.redeploy.expiry import expiry_enqueue_after_commit
 
 
 def _reminders_for(rotation: Rotation, pushed_at: datetime, deadline: datetime) -> list[Reminder]:
-    if rotation.emergency:
-        return []
+    if rotation.emergency or rotation.expire_old_after_push is not None:
+        return []  # nothing to wait for: expiry comes at once, or when Vercel asked
     reminders = [
         Reminder(
             rotation=rotation,
@@ -63,6 +63,7 @@ def rotations_redeploy_begin(*, rotations: list[Rotation]) -> list[dict[str, Any
     checks: list[RedeployCheck] = []
     reminders: list[Reminder] = []
     new_deadlines: dict[datetime, list[int]] = {}
+    keep_old: dict[datetime, list[int]] = {}
     plans: list[dict[str, Any]] = []
     for rotation in rotations:
         pushed_at = pushed[rotation.pk]
@@ -76,6 +77,12 @@ def rotations_redeploy_begin(*, rotations: list[Rotation]) -> list[dict[str, Any
             RedeployCheck(rotation=rotation, project_id=p.project_id, connected_at=p.connected_at)
             for p in projects
         ]
+        if rotation.expire_old_after_push is not None and rotation.keep_old_until is None:
+            # Vercel redeploys the linked projects itself: the old credentials expire when
+            # Vercel's delay has passed, and that is also the rotation's deadline.
+            rotation.keep_old_until = pushed_at + rotation.expire_old_after_push
+            rotation.redeploy_deadline_at = rotation.keep_old_until
+            keep_old.setdefault(rotation.keep_old_until, []).append(rotation.pk)
         if rotation.redeploy_deadline_at is None:
             rotation.redeploy_deadline_at = pushed_at + timedelta(
                 days=settings.ROTATION_REDEPLOY_GRACE_DAYS
@@ -84,19 +91,25 @@ def rotations_redeploy_begin(*, rotations: list[Rotation]) -> list[dict[str, Any
         deadline = rotation.redeploy_deadline_at
         planned = _reminders_for(rotation, pushed_at, deadline)
         reminders += planned
-        plans.append(
-            {
-                "projects": sorted(p.project_id for p in projects),
-                "deadline": deadline.isoformat(),
-                "emergency": rotation.emergency,
-                "reminders": [r.step for r in planned],
-            }
-        )
+        plan: dict[str, Any] = {
+            "projects": sorted(p.project_id for p in projects),
+            "deadline": deadline.isoformat(),
+            "emergency": rotation.emergency,
+            "reminders": [r.step for r in planned],
+        }
+        if rotation.expire_old_after_push is not None and rotation.keep_old_until:
+            plan["keep_old_until"] = rotation.keep_old_until.isoformat()
+        plans.append(plan)
     RedeployCheck.objects.bulk_create(checks, ignore_conflicts=True)
     for deadline, pks in new_deadlines.items():
         Rotation.objects.filter(pk__in=pks).update(redeploy_deadline_at=deadline)
+    for until, pks in keep_old.items():
+        Rotation.objects.filter(pk__in=pks).update(keep_old_until=until, redeploy_deadline_at=until)
     Reminder.objects.bulk_create(reminders, ignore_conflicts=True)
     for rotation in rotations:
-        if rotation.emergency:
+        vercel_delay_over = rotation.keep_old_until is not None and (
+            rotation.expire_old_after_push is not None and rotation.keep_old_until <= now
+        )
+        if rotation.emergency or vercel_delay_over:
             expiry_enqueue_after_commit(rotation.pk)
     return plans

@@ -35,7 +35,11 @@ def rotations_escalate_due() -> int:
     now = timezone.now()
     count = 0
     overdue = Rotation.objects.filter(
-        state=State.AWAITING_REDEPLOY, redeploy_deadline_at__lte=now, redeployed_at__isnull=True
+        state=State.AWAITING_REDEPLOY,
+        redeploy_deadline_at__lte=now,
+        redeployed_at__isnull=True,
+        # Vercel-requested rotations wait for no redeploy: they expire at their deadline.
+        expire_old_after_push__isnull=True,
     ).select_related("resource")
     for rotation in overdue:
         with transaction.atomic():
@@ -71,6 +75,8 @@ def rotation_expiry_due(*, rotation: Rotation, now: datetime | None = None) -> b
         return True
     if rotation.keep_old_until and now < rotation.keep_old_until:
         return False
+    if rotation.expire_old_after_push is not None and rotation.keep_old_until:
+        return True  # Vercel redeploys the projects itself; its delay has passed
     delay = timedelta(minutes=settings.ROTATION_EXPIRE_SAFETY_DELAY_MINUTES)
     if rotation.redeployed_at and now >= rotation.redeployed_at + delay:
         return True
@@ -138,6 +144,9 @@ def rotation_expire_old(*, rotation: Rotation) -> bool:
             details={
                 "version": str(version_ids[0]) if version_ids else None,
                 "emergency": rotation.emergency,
+                "keep_old_until": rotation.keep_old_until.isoformat()
+                if rotation.keep_old_until
+                else None,
                 "redeployed_at": rotation.redeployed_at.isoformat()
                 if rotation.redeployed_at
                 else None,
@@ -172,7 +181,12 @@ def rotations_expire_due() -> int:
     """Expire the old credentials of every rotation whose time has come."""
     now = timezone.now()
     delay = timedelta(minutes=settings.ROTATION_EXPIRE_SAFETY_DELAY_MINUTES)
-    wanted = Q(state=State.EXPIRING) | Q(emergency=True) | Q(redeployed_at__lte=now - delay)
+    wanted = (
+        Q(state=State.EXPIRING)
+        | Q(emergency=True)
+        | Q(redeployed_at__lte=now - delay)
+        | Q(expire_old_after_push__isnull=False, keep_old_until__lte=now)
+    )
     if settings.ROTATION_EXPIRE_ON_DEADLINE:
         wanted |= Q(redeploy_deadline_at__lte=now)
     candidates = Rotation.objects.filter(

@@ -137,11 +137,18 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def is_https_or_loopback(url: str) -> bool:
+    """Whether `url` is https, or plain http to this machine (the stand-in)."""
+    parts = urlsplit(url)
+    return parts.scheme == "https" or (
+        parts.scheme == "http" and _is_loopback(parts.hostname or "")
+    )
+
+
 def _base_url() -> str:
     # The bearer token must not cross a network in clear text; the stand-in is local.
     base = settings.VERCEL_API_URL.rstrip("/")
-    parts = urlsplit(base)
-    if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname or "")):
+    if is_https_or_loopback(base):
         return base
     raise refusal("VERCEL_API_URL must be https:// (plain http:// only to this machine)")
 

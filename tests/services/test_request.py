@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django_q.models import OrmQ
 
 from rotation import services
 from rotation.audit import AuditAction
 from rotation.models import AuditEvent, Installation, Resource, Rotation
 from rotation.services import RotationRefused
-from tests.conftest import make_installation, make_user
+from tests.conftest import make_installation, make_user, run_at_once
 from tests.services.batch_runs import State
 
 
@@ -121,24 +119,13 @@ def test_it_opens_one_rotation_for_fifty_concurrent_requests():
     roles_sync()
     alice = make_user("alice", group=SUPPORT)
     resource = make_installation("icfg_race").resources.get()
-    barrier = threading.Barrier(50)
     outcomes: list[int] = []
 
     def request() -> None:
-        try:
-            barrier.wait()
-            batch = services.rotation_request(
-                resource_ids=[resource.pk], actor=alice, reason="race"
-            )
-            outcomes.append(batch.rotations.count())
-        finally:
-            connections.close_all()
+        batch = services.rotation_request(resource_ids=[resource.pk], actor=alice, reason="race")
+        outcomes.append(batch.rotations.count())
 
-    threads = [threading.Thread(target=request) for _ in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_at_once(50, request)
     assert connection.vendor == "postgresql"
     assert Rotation.objects.filter(resource=resource).count() == 1
     assert sorted(outcomes) == [0] * 49 + [1]

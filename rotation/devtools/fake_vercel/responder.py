@@ -18,6 +18,7 @@ from rotation.devtools.fake_vercel.endpoints import SecretsEndpoints
 from rotation.devtools.fake_vercel.faults import Faults
 from rotation.devtools.fake_vercel.installations import InstallationStore
 from rotation.devtools.fake_vercel.page import render_page
+from rotation.devtools.fake_vercel.partner_calls import PartnerCaller
 from rotation.devtools.fake_vercel.recording import RecordedRequest, Recorder
 from rotation.devtools.fake_vercel.wire import Answer, Handler, drop, error, read_body, send
 
@@ -35,7 +36,9 @@ class Responder:
         recorder: Recorder,
         endpoints: SecretsEndpoints,
         stopping: threading.Event,
+        caller: PartnerCaller | None = None,
     ) -> None:
+        self.caller = caller
         self.store = store
         self.faults = faults
         self.recorder = recorder
@@ -52,6 +55,11 @@ class Responder:
         raw = read_body(handler)
         if method == "GET" and path in ("", "/"):
             self._send_page(handler)
+            return
+        # Playing Vercel towards the partner: its JWKS and the rotate trigger, fault-free.
+        own = self.caller.answer(handler, method, path, raw or b"") if self.caller else None
+        if own is not None:
+            send(handler, own)
             return
         host, port = handler.client_address[:2]
         recorded = RecordedRequest(
@@ -107,6 +115,10 @@ class Responder:
 
     def _send_page(self, handler: Handler) -> None:
         answer = Answer(200)
-        answer.raw = render_page(resources=self.store.page_rows(), stats=self.recorder.stats)
+        answer.raw = render_page(
+            resources=self.store.page_rows(),
+            stats=self.recorder.stats,
+            extra=self.caller.page_section() if self.caller else "",
+        )
         answer.content_type = "text/html; charset=utf-8"
         send(handler, answer)

@@ -15,6 +15,7 @@ from rotation.devtools.fake_vercel.database import DatabaseReload, installations
 from rotation.devtools.fake_vercel.endpoints import SecretsEndpoints
 from rotation.devtools.fake_vercel.faults import Faults
 from rotation.devtools.fake_vercel.installations import InstallationStore, Secret
+from rotation.devtools.fake_vercel.partner_calls import PartnerCaller, SentRequest
 from rotation.devtools.fake_vercel.recording import RecordedRequest, Recorder
 from rotation.devtools.fake_vercel.responder import Responder
 from rotation.devtools.fake_vercel.wire import Answer, Server
@@ -37,6 +38,9 @@ class FakeVercel:
         seed: int | None = None,
         reload_from_database: bool = False,
         gone_deprecated: int | None = None,
+        portal_url: str = "http://127.0.0.1:8000",
+        client_id: str = "demo-client",
+        issuer: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -57,12 +61,21 @@ class FakeVercel:
         reload = DatabaseReload(self._store, enabled=reload_from_database)
         self._endpoints = SecretsEndpoints(self._store, reload)
         self.gone_deprecated = gone_deprecated
+        # Playing Vercel towards the partner (Request Secrets Rotation, signed tokens).
+        self.partner = PartnerCaller(
+            self._store,
+            base_url=lambda: self.url,
+            portal_url=portal_url,
+            client_id=client_id,
+            issuer=issuer,
+        )
         self._respond = Responder(
             store=self._store,
             faults=self._faults,
             recorder=self._recorder,
             endpoints=self._endpoints,
             stopping=self._stopping,
+            caller=self.partner,
         )
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
@@ -92,6 +105,19 @@ class FakeVercel:
     def secrets_of(self, installation_id: str, resource_id: str) -> list[Secret]:
         """The secrets this resource holds now (copies, in the order they were set)."""
         return self._store.secrets_of(installation_id, resource_id)
+
+    # -- playing Vercel towards the partner ------------------------------------------------
+
+    @property
+    def jwks_url(self) -> str:
+        """Where the partner fetches the stand-in's signing keys (VERCEL_OIDC_JWKS_URL)."""
+        return f"{self.url}/.well-known/jwks"
+
+    def request_rotation(
+        self, installation_id: str, resource_id: str, **options: Any
+    ) -> SentRequest:
+        """Ask the portal to rotate a resource, as Vercel does (see PartnerCaller)."""
+        return self.partner.request_rotation(installation_id, resource_id, **options)
 
     # -- faults ------------------------------------------------------------------------------
 

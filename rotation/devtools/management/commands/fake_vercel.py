@@ -44,6 +44,13 @@ class Command(BaseCommand):
             help="play Vercel after it removed the deprecated secrets endpoint: answer it "
             "with 410 (or the status given: 404)",
         )
+        parser.add_argument(
+            "--portal-url",
+            default="http://127.0.0.1:8000",
+            help="where it sends Request Secrets Rotation, playing Vercel",
+        )
+        parser.add_argument("--client-id", default="demo-client", help="aud of its tokens")
+        parser.add_argument("--issuer", default=None, help="iss of its tokens (default: its URL)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         fake = FakeVercel(
@@ -58,6 +65,9 @@ class Command(BaseCommand):
             seed=options["seed"],
             reload_from_database=options["config"] is None,
             gone_deprecated=options["gone_deprecated"],
+            portal_url=options["portal_url"],
+            client_id=options["client_id"],
+            issuer=options["issuer"],
         )
         if options["config"]:
             path = Path(options["config"])
