@@ -15,6 +15,7 @@ from django.utils.safestring import SafeString
 from rotation.admin.rotate_action import RotateActionAdmin
 from rotation.audit import AuditAction, Origin, audit_record
 from rotation.models import ConnectedProject, Installation, Resource
+from rotation.providers.declarations import resource_declaration_problems
 from rotation.redeploy import connected_project_corrected
 
 if TYPE_CHECKING:
@@ -116,6 +117,32 @@ class InstallationAdmin(admin.ModelAdmin):
                 )
 
 
+class ResourceForm(forms.ModelForm):
+    """Metadata and secret names must fit what the product's provider declares."""
+
+    class Meta:
+        model = Resource
+        fields = ["installation", "vercel_id", "product", "name", "status", "secret_template"]
+        fields += ["metadata"]
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
+        template = cleaned.get("secret_template")
+        if "product" not in cleaned or "metadata" not in cleaned or not isinstance(template, list):
+            return cleaned
+        label = f"resource {cleaned.get('vercel_id') or '(new)'}"
+        names = [e.get("name") for e in template if isinstance(e, dict)]
+        for problem in resource_declaration_problems(
+            label=label,
+            product=cleaned["product"],
+            metadata=cleaned["metadata"],
+            secret_names=[name for name in names if isinstance(name, str)],
+        ):
+            self.add_error("secret_template" if "secret " in problem else "metadata", problem)
+        return cleaned
+
+
 class ConnectedProjectInline(admin.TabularInline):
     model = ConnectedProject
     extra = 0
@@ -124,6 +151,7 @@ class ConnectedProjectInline(admin.TabularInline):
 
 @admin.register(Resource)
 class ResourceAdmin(RotateActionAdmin):
+    form = ResourceForm
     list_display = ["vercel_id", "name", "product", "installation_link", "status", "updated_at"]
     list_filter = ["status", "product", "installation__endpoint", "installation"]
     list_select_related = ["installation"]
@@ -138,6 +166,7 @@ class ResourceAdmin(RotateActionAdmin):
         "status",
         "secret_template",
         "secret_names",
+        "metadata",
         "created_at",
         "updated_at",
     ]

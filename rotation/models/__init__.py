@@ -7,6 +7,7 @@ from rotation.models.audit import (
     AuditEventQuerySet,
     audit_action_choices,
 )
+from rotation.models.policies import RotationPolicy
 from rotation.models.redeploy import RedeployCheck, Reminder, WebhookEvent
 from rotation.models.resources import ConnectedProject, CredentialVersion, Installation, Resource
 from rotation.models.rotations import Rotation, RotationBatch
@@ -24,6 +25,7 @@ __all__ = [
     "Resource",
     "Rotation",
     "RotationBatch",
+    "RotationPolicy",
     "WebhookEvent",
     "audit_action_choices",
 ]
