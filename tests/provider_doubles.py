@@ -130,6 +130,7 @@ def reset_doubles() -> None:
     SecondWorkerProvider.seen.clear()
     SecondWorkerProvider.during_create = None
     SecondWorkerProvider.during_expire = None
+    DiesAfterCreatingLoginProvider.died.clear()
 
 
 class DeclaringProvider(RandomCredentialProvider):
@@ -137,3 +138,25 @@ class DeclaringProvider(RandomCredentialProvider):
 
     metadata_fields = ("role", "database")
     secret_names = ("DATABASE_URL", "PGPASSWORD")
+
+
+class DiesAfterCreatingLoginProvider:
+    """The PostgreSQL provider, but the worker dies once right after `create` returned:
+    the login exists at the partner's cluster, and nothing recorded it."""
+
+    died: ClassVar[list[int]] = []
+
+    def __init__(self):
+        from rotation.providers.postgres import PostgresRoleProvider
+
+        self.real = PostgresRoleProvider()
+
+    def create(self, *, resource, rotation_id):
+        made = self.real.create(resource=resource, rotation_id=rotation_id)
+        if not type(self).died:
+            type(self).died.append(rotation_id)
+            raise WorkerDied
+        return made
+
+    def expire(self, *, resource, version):
+        self.real.expire(resource=resource, version=version)
