@@ -14,7 +14,8 @@ A rotation waiting for a transient error to pass stays `pushing` with `next_atte
 Modules: `request` (permission checks, preview, the batch), `prepare` and `push` (a chunk
 of rotations at a time), `staff` (cancel, retry), `rollback` (requested by staff, run by a
 task), `sweeper`, `enqueue` (chunk tasks), `locks` (row locks for the short transactions),
-`timing` (task time limits), `backoff` (when to retry a Vercel call). Credential versions
+`timing` (task time limits), `backoff` (when to retry a Vercel call), `policy` (maximum
+credential age). Credential versions
 taken out of use are retired through `rotation.providers.retirement`, after the commit.
 """
 
