@@ -78,5 +78,17 @@ class Migration(migrations.Migration):
                 max_length=16,
             ),
         ),
+        migrations.CreateModel(
+            name="CredentialAge",
+            fields=[],
+            options={
+                "verbose_name": "credential age",
+                "verbose_name_plural": "credential ages",
+                "proxy": True,
+                "indexes": [],
+                "constraints": [],
+            },
+            bases=("rotation.resource",),
+        ),
         migrations.RunPython(create_policy_schedule, delete_policy_schedule),
     ]

@@ -7,7 +7,7 @@ from rotation.models.audit import (
     AuditEventQuerySet,
     audit_action_choices,
 )
-from rotation.models.policies import RotationPolicy
+from rotation.models.policies import CredentialAge, RotationPolicy
 from rotation.models.redeploy import RedeployCheck, Reminder, WebhookEvent
 from rotation.models.resources import ConnectedProject, CredentialVersion, Installation, Resource
 from rotation.models.rotations import Rotation, RotationBatch
@@ -18,6 +18,7 @@ __all__ = [
     "AuditEventImmutable",
     "AuditEventQuerySet",
     "ConnectedProject",
+    "CredentialAge",
     "CredentialVersion",
     "Installation",
     "RedeployCheck",

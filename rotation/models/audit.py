@@ -12,6 +12,8 @@ class AuditAction(models.TextChoices):
     INSTALLATION_TOKEN_REPLACED = "installation.token_replaced", "Installation token replaced"
     INSTALLATION_CHANGED = "installation.changed", "Installation changed"
     RESOURCE_CHANGED = "resource.changed", "Resource changed"
+    POLICY_CHANGED = "policy.changed", "Rotation policy changed"
+    CREDENTIAL_AGES_EXPORTED = "policy.ages_exported", "Credential ages exported"
     SECRETS_REENCRYPTED = "secrets.reencrypted", "Secrets re-encrypted"
     # Sign-in and the audit trail itself (rotation.audit.signals, rotation.admin.audit).
     AUTH_LOGIN = "auth.login", "Signed in"

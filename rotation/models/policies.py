@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from rotation.models.resources import Resource
+
 
 class RotationPolicy(models.Model):
     """A product's maximum credential age; products without one use `ROTATION_MAX_AGE_DAYS`."""
@@ -28,3 +30,12 @@ class RotationPolicy(models.Model):
     @staticmethod
     def default_days() -> int:
         return settings.ROTATION_MAX_AGE_DAYS
+
+
+class CredentialAge(Resource):
+    """Resources seen for compliance: how old their credentials are against the policy."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "credential age"
+        verbose_name_plural = "credential ages"

@@ -82,6 +82,16 @@ def past_policy_q(*, now: datetime | None = None) -> Q:
     return condition
 
 
+def credential_ages_overdue_count(*, now: datetime | None = None) -> int:
+    """Resources (not removed) whose credentials are past their policy: the dashboard card."""
+    return (
+        resources_with_credential_age()
+        .filter(past_policy_q(now=now))
+        .exclude(status=Resource.Status.REMOVED)
+        .count()
+    )
+
+
 def policy_reason(product: str, days: int) -> str:
     """The batch reason, naming the policy that asked for it."""
     if RotationPolicy.objects.filter(product=product).exists():
