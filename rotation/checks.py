@@ -26,7 +26,11 @@ def _provider_errors(setting: str, path: Any) -> list[CheckMessage]:
                 id="rotation.E002",
             )
         ]
-    return []
+    return [
+        Error(f"{setting} {path!r} needs {name} to be set", id="rotation.E003")
+        for name in getattr(provider, "required_settings", ())
+        if not getattr(settings, name, "")
+    ]
 
 
 @register()

@@ -53,6 +53,7 @@ class HttpProvider:
     """Credentials from the partner's control plane. Partners subclass it to declare the
     metadata their control plane needs and the secret names it makes (default: none, any)."""
 
+    required_settings: ClassVar[tuple[str, ...]] = ("CREDENTIALS_API_URL", "CREDENTIALS_API_SECRET")
     metadata_fields: ClassVar[tuple[str, ...]] = ()
     secret_names: ClassVar[tuple[str, ...] | None] = None
 

@@ -45,6 +45,7 @@ CONNECT_TIMEOUT = 10  # seconds
 class PostgresRoleProvider:
     """Create and expire login roles on the partner's PostgreSQL cluster."""
 
+    required_settings: ClassVar[tuple[str, ...]] = ("POSTGRES_PROVIDER_ADMIN_URL",)
     metadata_fields: ClassVar[tuple[str, ...]] = ("role", "database")
     secret_names: ClassVar[tuple[str, ...] | None] = (
         "DATABASE_URL",

@@ -45,6 +45,7 @@ def _sha256(password: str) -> str:
 class RedisAclProvider:
     """Create and expire passwords of ACL users on the partner's Redis."""
 
+    required_settings: ClassVar[tuple[str, ...]] = ("REDIS_PROVIDER_ADMIN_URL",)
     metadata_fields: ClassVar[tuple[str, ...]] = ("acl_user", "keys", "db")
     secret_names: ClassVar[tuple[str, ...] | None] = (
         "REDIS_URL",

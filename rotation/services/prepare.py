@@ -79,9 +79,14 @@ def rotations_prepare(*, rotation_ids: list[int], deadline: float | None = None)
             _release(claimed[index:])
             break
         product = rotation.resource.product
-        if product not in providers:
-            providers[product] = get_provider(product)
-        made.append(_make(providers[product], rotation))
+        try:
+            provider = providers.get(product) or providers.setdefault(
+                product, get_provider(product)
+            )
+        except ImportError as exc:  # a misconfigured provider fails the rotation, visibly
+            made.append(_Made(rotation, error=exc))
+        else:
+            made.append(_make(provider, rotation))
         if len(made) >= RECORD_GROUP:
             states.update(_record(made))
             made = []

@@ -126,3 +126,26 @@ def test_checks_and_production_settings_cover_every_configured_provider():
     assert refused.returncode != 0
     assert "- ROTATION_PROVIDERS['kv'] names the demo provider" in refused.stderr
     assert manage("check", **dict(PRODUCTION, ROTATION_PROVIDERS=json.dumps({}))).returncode == 0
+
+
+def test_checks_name_the_setting_a_configured_provider_needs():
+    pg = json.dumps({"pg-main": "rotation.providers.postgres.PostgresRoleProvider"})
+    missing = manage("check", ROTATION_PROVIDERS=pg, POSTGRES_PROVIDER_ADMIN_URL="")
+    assert missing.returncode != 0
+    assert "rotation.E003" in missing.stderr and "POSTGRES_PROVIDER_ADMIN_URL" in missing.stderr
+    admin_url = "postgres://rotator@127.0.0.1:5432/postgres"
+    fine = manage("check", ROTATION_PROVIDERS=pg, POSTGRES_PROVIDER_ADMIN_URL=admin_url)
+    assert fine.returncode == 0, fine.stderr
+
+
+def test_a_provider_that_does_not_import_fails_the_rotation_not_the_task(db, root, settings):
+    from rotation import services
+
+    resource = make_installation("icfg_broken", product="broken").resources.get()
+    settings.ROTATION_PROVIDERS = {"broken": "tests.nowhere.Provider"}
+    rotation = services.rotation_request(
+        resource_ids=[resource.pk], actor=root, reason="x"
+    ).rotations.get()
+    assert services.rotation_prepare(rotation_id=rotation.pk) == "failed"
+    rotation.refresh_from_db()
+    assert "tests.nowhere" in rotation.last_error
