@@ -170,3 +170,32 @@ def test_errors_name_the_role_never_a_value(cluster, pg_resource):
         PostgresRoleProvider().create(resource=pg_resource, rotation_id=1)
     assert cluster.logins() == []
     assert Resource.objects.count() == 1
+
+
+def test_the_pipeline_pushes_a_working_login_and_an_emergency_rotation_retires_the_old(
+    cluster, pg_resource, root, fake_vercel, q_sync, django_capture_on_commit_callbacks
+):
+    from tests.services.batch_runs import run_batch
+
+    fake_vercel.load_from_database()
+    logins = []
+    for emergency in (False, True):
+        with django_capture_on_commit_callbacks(execute=True):
+            batch = services.rotation_request(
+                resource_ids=[pg_resource.pk], actor=root, reason="rotate", emergency=emergency
+            )
+        with django_capture_on_commit_callbacks(execute=True):
+            run_batch(batch)
+        rotation = batch.rotations.get()
+        pushed = fake_vercel.secrets_of("icfg_pg", pg_resource.vercel_id)
+        logins.append(login_name(cluster.owner, rotation.pk))
+        assert secret_value(pushed, "PGUSER") == logins[-1]
+        with connect(pushed) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (cluster.owner,)
+        if not emergency:
+            Rotation.objects.filter(pk=rotation.pk).update(state=Rotation.State.COMPLETED)
+
+    # The emergency rotation expired the first login at once: only the new one is left.
+    assert cluster.logins() == [logins[1]]
+    expired = CredentialVersion.objects.get(resource=pg_resource, stage="expired")
+    assert expired.rotation_id != rotation.pk and expired.secrets_encrypted == b""
