@@ -128,6 +128,8 @@ class ResourceForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         super().clean()
         cleaned = self.cleaned_data
+        if "metadata" in cleaned and cleaned["metadata"] in (None, ""):
+            cleaned["metadata"] = {}  # left empty: no metadata
         template = cleaned.get("secret_template")
         if "product" not in cleaned or "metadata" not in cleaned or not isinstance(template, list):
             return cleaned
