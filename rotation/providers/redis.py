@@ -2,9 +2,10 @@
 
 Redis keeps several passwords per user, so old and new work at the same time. `create`
 creates the user with the resource's key pattern when it does not exist and adds a fresh
-password. It is keyed by the rotation: the SHA-256 of each rotation's password (what `ACL
-GETUSER` shows anyway, never the password) is kept in the hash `RECORD_KEY`, so a retry
-after a crash first removes the password the lost attempt added. `expire` removes the old
+password by its SHA-256 (`#<hash>`), so the plaintext never reaches Redis. It is keyed by
+the rotation: each rotation's password hash (what `ACL GETUSER` shows anyway) is kept in
+the hash `RECORD_KEY`, so a retry after a crash first removes the password the lost attempt
+added. `expire` removes the old
 password and disconnects the user's clients, which reconnect with the current one; clients
 still holding the old password cannot log in again. At rest the user has the current and
 the previous password.
@@ -65,7 +66,8 @@ class RedisAclProvider:
             rules = [] if found else list(NEW_USER_RULES)
             if found and lost in found.get("passwords", []):
                 rules.append(f"!{lost}")  # the password a lost attempt of this rotation added
-            rules += ["on", "resetkeys", f"~{resource.metadata['keys']}", f">{password}"]
+            # `#<sha256>` adds the password by its hash: the plaintext never crosses to Redis.
+            rules += ["on", "resetkeys", f"~{resource.metadata['keys']}", f"#{_sha256(password)}"]
             admin.hset(record, str(rotation_id), _sha256(password))
             admin.execute_command("ACL", "SETUSER", user, *rules)
         del rules
