@@ -199,3 +199,33 @@ def test_the_pipeline_pushes_a_working_login_and_an_emergency_rotation_retires_t
     assert cluster.logins() == [logins[1]]
     expired = CredentialVersion.objects.get(resource=pg_resource, stage="expired")
     assert expired.rotation_id != rotation.pk and expired.secrets_encrypted == b""
+
+
+def test_the_scram_verifier_is_the_one_postgresql_computes_itself(cluster):
+    """PostgreSQL hashes a plaintext password (test-only role); ours, with its salt and
+    iteration count, must be byte for byte the same."""
+    import base64
+
+    from rotation.providers.scram import scram_sha256_verifier
+
+    probe = f"{cluster.ns}_probe"
+    with cluster.superuser() as conn:
+        conn.execute("SET password_encryption = 'scram-sha-256'")
+        conn.execute(
+            sql.SQL("CREATE ROLE {} PASSWORD {}").format(
+                sql.Identifier(probe), sql.Literal("probe-Password-42")
+            )
+        )
+    _, theirs, _ = cluster.role(probe)
+    iterations, salt = theirs.split("$")[1].split(":")
+    ours = scram_sha256_verifier(
+        "probe-Password-42", salt=base64.b64decode(salt), iterations=int(iterations)
+    )
+    assert ours == theirs
+
+
+def test_connection_failures_never_show_the_admin_password(settings, pg_resource):
+    settings.POSTGRES_PROVIDER_ADMIN_URL = "postgresql://rotator:s3cret-admin-pw@127.0.0.1:9/x"
+    with pytest.raises(CredentialProviderError) as failed:
+        PostgresRoleProvider().create(resource=pg_resource, rotation_id=1)
+    assert "s3cret-admin-pw" not in str(failed.value)

@@ -138,3 +138,12 @@ def test_a_retry_of_the_same_rotation_replaces_the_lost_attempts_password(kv_res
     login(retried).close()
     with pytest.raises(redis.exceptions.AuthenticationError):
         login(lost)
+
+
+def test_connection_failures_never_show_the_admin_password(settings, kv_resource):
+    from rotation.providers import CredentialProviderError
+
+    settings.REDIS_PROVIDER_ADMIN_URL = "redis://rotator:s3cret-admin-pw@127.0.0.1:9/13"
+    with pytest.raises(CredentialProviderError) as failed:
+        RedisAclProvider().create(resource=kv_resource, rotation_id=1)
+    assert "s3cret-admin-pw" not in str(failed.value)
