@@ -229,3 +229,21 @@ def test_connection_failures_never_show_the_admin_password(settings, pg_resource
     with pytest.raises(CredentialProviderError) as failed:
         PostgresRoleProvider().create(resource=pg_resource, rotation_id=1)
     assert "s3cret-admin-pw" not in str(failed.value)
+
+
+def test_objects_a_login_owns_after_reset_role_go_to_the_group_on_expiry(cluster, pg_resource):
+    provider = PostgresRoleProvider()
+    old = provider.create(resource=pg_resource, rotation_id=301)
+    with connect(old) as conn:
+        conn.execute("RESET ROLE")  # a customer's session stepping out of the group role
+        conn.execute(
+            sql.SQL("CREATE TABLE {} (x int)").format(sql.Identifier(cluster.schema, "own"))
+        )
+    provider.expire(resource=pg_resource, version=version_of(pg_resource, 301, old))
+    assert cluster.logins() == []
+    with cluster.superuser() as conn:
+        owner = conn.execute(
+            "SELECT tableowner FROM pg_tables WHERE schemaname = %s AND tablename = 'own'",
+            [cluster.schema],
+        ).fetchone()
+    assert owner == (cluster.owner,)
