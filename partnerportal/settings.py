@@ -36,6 +36,8 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
 # the demo provider, which production refuses: it pushes random values that open nothing.
 DEMO_CREDENTIAL_PROVIDER = "rotation.devtools.demo_provider.RandomCredentialProvider"
 ROTATION_CREDENTIAL_PROVIDER = env.str("ROTATION_CREDENTIAL_PROVIDER", default="")
+# Product id -> provider dotted path, for products whose credentials another provider makes.
+ROTATION_PROVIDERS: dict[str, str] = env.json("ROTATION_PROVIDERS", default={})
 
 if DEBUG:
     SECRET_KEY = SECRET_KEY or DEV_SECRET_KEY
@@ -93,6 +95,12 @@ else:
             "ROTATION_CREDENTIAL_PROVIDER names the demo provider, which only makes random "
             "values: name the provider of your backend"
         )
+    problems += [
+        f"ROTATION_PROVIDERS[{product!r}] names the demo provider: name the provider of "
+        "your backend"
+        for product, path in ROTATION_PROVIDERS.items()
+        if str(path).startswith("rotation.devtools.")
+    ]
     if problems:
         raise ImproperlyConfigured(
             "DEBUG is off and the configuration is not fit for production:\n- "
@@ -254,6 +262,22 @@ ROTATION_REDEPLOY_TARGETS = env.list("ROTATION_REDEPLOY_TARGETS", default=[])
 ROTATION_PUSH_MAX_ATTEMPTS = env.int("ROTATION_PUSH_MAX_ATTEMPTS", default=8)
 ROTATION_PUSH_INLINE_WAIT_MAX = env.float("ROTATION_PUSH_INLINE_WAIT_MAX", default=10.0)
 ROTATION_PUSH_BACKOFF_BASE = env.float("ROTATION_PUSH_BACKOFF_BASE", default=0.5)
+
+# Credential providers (rotation.providers): the partner's PostgreSQL cluster (a role with
+# CREATEROLE), Redis (a user allowed to run ACL), or its own control plane over HTTP.
+POSTGRES_PROVIDER_ADMIN_URL = env.str("POSTGRES_PROVIDER_ADMIN_URL", default="")
+POSTGRES_PROVIDER_PUBLIC_HOST = env.str("POSTGRES_PROVIDER_PUBLIC_HOST", default="")
+POSTGRES_PROVIDER_PUBLIC_PORT = env.int("POSTGRES_PROVIDER_PUBLIC_PORT", default=0)
+POSTGRES_PROVIDER_PUBLIC_SSLMODE = env.str("POSTGRES_PROVIDER_PUBLIC_SSLMODE", default="require")
+REDIS_PROVIDER_ADMIN_URL = env.str("REDIS_PROVIDER_ADMIN_URL", default="")
+CREDENTIALS_API_URL = env.str("CREDENTIALS_API_URL", default="")
+CREDENTIALS_API_SECRET = env.str("CREDENTIALS_API_SECRET", default="")
+CREDENTIALS_API_CONNECT_TIMEOUT = env.float("CREDENTIALS_API_CONNECT_TIMEOUT", default=3.05)
+CREDENTIALS_API_READ_TIMEOUT = env.float("CREDENTIALS_API_READ_TIMEOUT", default=10.0)
+# Rotation policies: the default maximum credential age (0 = no policy) and how many
+# rotations one scheduled run requests at most, so a backlog does not flood Vercel.
+ROTATION_MAX_AGE_DAYS = env.int("ROTATION_MAX_AGE_DAYS", default=0)
+ROTATION_POLICY_MAX_PER_RUN = env.int("ROTATION_POLICY_MAX_PER_RUN", default=50)
 
 # django-q2: ORM broker by default; REDIS_URL switches to Redis.
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -16,6 +16,7 @@ from django.db import transaction
 
 from rotation.audit import AuditAction, audit_record
 from rotation.models import Installation, Resource
+from rotation.providers.declarations import resource_declaration_problems
 from rotation.vercel import endpoints
 from rotation.vercel.contract import ENVIRONMENTS, is_valid_env_name
 
@@ -28,7 +29,7 @@ INSTALLATION_FIELDS = {
     "endpoint": False,
     "resources": False,
 }
-RESOURCE_FIELDS = {"id": True, "product": True, "name": True, "secrets": True}
+RESOURCE_FIELDS = {"id": True, "product": True, "name": True, "secrets": True, "metadata": False}
 SECRET_FIELDS = {"name": True, "prefix": False, "environments": False}
 ENDPOINTS = {choice.value for choice in Installation.Endpoint}
 
@@ -123,6 +124,21 @@ def _validate_resource(problems: list[str], where: str, resource: Any) -> None:
             if full_name in seen:
                 problems.append(f"{where}.secrets[{index}].name: duplicate name {full_name!r}")
             seen.add(full_name)
+    _validate_metadata(problems, where, resource)
+
+
+def _validate_metadata(problems: list[str], where: str, resource: dict) -> None:
+    """The resource's metadata and secret names fit what its product's provider declares."""
+    product = resource.get("product")
+    secrets = resource.get("secrets")
+    if not isinstance(product, str) or not isinstance(secrets, list):
+        return  # reported above
+    names = [s["name"] for s in secrets if isinstance(s, dict) and isinstance(s.get("name"), str)]
+    problems.extend(
+        resource_declaration_problems(
+            label=where, product=product, metadata=resource.get("metadata", {}), secret_names=names
+        )
+    )
 
 
 def _validate_installation(problems: list[str], where: str, entry: Any) -> None:
@@ -227,6 +243,7 @@ def installations_import(*, data: Any, actor: Any = None, source: str = "") -> I
                         "product": resource_entry["product"],
                         "name": resource_entry["name"],
                         "secret_template": _secret_template(resource_entry["secrets"]),
+                        "metadata": resource_entry.get("metadata", {}),
                     },
                 )
                 counts["created" if resource_created else "updated"] += 1

@@ -13,7 +13,7 @@ from rotation.devtools.demo_provider import RandomCredentialProvider
 class PartnerBackendProvider:
     """Stands in for a partner's own provider where start-up only needs one that imports."""
 
-    def create(self, *, resource):
+    def create(self, *, resource, rotation_id=None):
         raise NotImplementedError("start-up tests never rotate")
 
     def expire(self, *, resource, version):
@@ -27,7 +27,7 @@ class NotAProvider:
 class FailingExpiryProvider:
     """A partner backend that cannot expire credentials right now."""
 
-    def create(self, *, resource):
+    def create(self, *, resource, rotation_id=None):
         raise NotImplementedError
 
     def expire(self, *, resource, version):
@@ -44,9 +44,9 @@ class LockCheckingProvider(RandomCredentialProvider):
     calls: ClassVar[list[str]] = []
     under_lock: ClassVar[list[str]] = []
 
-    def create(self, *, resource):
+    def create(self, *, resource, rotation_id=None):
         self._note(f"create {resource.vercel_id}")
-        return super().create(resource=resource)
+        return super().create(resource=resource, rotation_id=rotation_id)
 
     def expire(self, *, resource, version):
         self._note(f"expire {version.pk}")
@@ -85,11 +85,11 @@ class SecondWorkerProvider(RandomCredentialProvider):
     seen: ClassVar[list[Any]] = []
     calls: ClassVar[list[str]] = []
 
-    def create(self, *, resource):
+    def create(self, *, resource, rotation_id=None):
         type(self).calls.append("create")
         if type(self).during_create is not None:
             type(self).seen.append(type(self).during_create(resource))
-        return super().create(resource=resource)
+        return super().create(resource=resource, rotation_id=rotation_id)
 
     def expire(self, *, resource, version):
         type(self).calls.append("expire")
@@ -111,11 +111,11 @@ class DyingProvider:
         self.demo = RandomCredentialProvider()
         self.calls = 0
 
-    def create(self, *, resource):
+    def create(self, *, resource, rotation_id=None):
         self.calls += 1
         if self.calls == 15:
             raise WorkerKilled
-        return self.demo.create(resource=resource)
+        return self.demo.create(resource=resource, rotation_id=rotation_id)
 
     def expire(self, *, resource, version):
         return None
@@ -130,3 +130,33 @@ def reset_doubles() -> None:
     SecondWorkerProvider.seen.clear()
     SecondWorkerProvider.during_create = None
     SecondWorkerProvider.during_expire = None
+    DiesAfterCreatingLoginProvider.died.clear()
+
+
+class DeclaringProvider(RandomCredentialProvider):
+    """The demo provider, declaring metadata and secret names like a real backend's would."""
+
+    metadata_fields = ("role", "database")
+    secret_names = ("DATABASE_URL", "PGPASSWORD")
+
+
+class DiesAfterCreatingLoginProvider:
+    """The PostgreSQL provider, but the worker dies once right after `create` returned:
+    the login exists at the partner's cluster, and nothing recorded it."""
+
+    died: ClassVar[list[int]] = []
+
+    def __init__(self):
+        from rotation.providers.postgres import PostgresRoleProvider
+
+        self.real = PostgresRoleProvider()
+
+    def create(self, *, resource, rotation_id):
+        made = self.real.create(resource=resource, rotation_id=rotation_id)
+        if not type(self).died:
+            type(self).died.append(rotation_id)
+            raise WorkerDied
+        return made
+
+    def expire(self, *, resource, version):
+        self.real.expire(resource=resource, version=version)

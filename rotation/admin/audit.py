@@ -65,10 +65,10 @@ class _Echo:
         return value
 
 
-def export_csv_lines(rows: Iterable[tuple]) -> Iterator[str]:
+def export_csv_lines(rows: Iterable[Iterable], header: list[str] | None = None) -> Iterator[str]:
     """CSV text in chunks of rows; memory stays flat whatever the number of rows."""
     writer = csv.writer(_Echo())
-    yield writer.writerow(EXPORT_FIELDS)
+    yield writer.writerow(header or EXPORT_FIELDS)
     batch: list[str] = []
     for row in rows:
         batch.append(writer.writerow([csv_cell(value) for value in row]))

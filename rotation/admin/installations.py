@@ -20,6 +20,7 @@ from rotation.admin.rotate_action import RotateActionAdmin
 from rotation.admin.staff_actions import ENDPOINT_SWITCH
 from rotation.audit import AuditAction, Origin, RotationRefused, audit_record
 from rotation.models import ConnectedProject, Installation, Resource, Rotation
+from rotation.providers.declarations import resource_declaration_problems
 from rotation.redeploy import connected_project_corrected
 from rotation.services.endpoints import installations_switch_endpoint
 from rotation.vercel import endpoints
@@ -236,6 +237,34 @@ class InstallationAdmin(admin.ModelAdmin):
                 )
 
 
+class ResourceForm(forms.ModelForm):
+    """Metadata and secret names must fit what the product's provider declares."""
+
+    class Meta:
+        model = Resource
+        fields = ["installation", "vercel_id", "product", "name", "status", "secret_template"]
+        fields += ["metadata"]
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
+        if "metadata" in cleaned and cleaned["metadata"] in (None, ""):
+            cleaned["metadata"] = {}  # left empty: no metadata
+        template = cleaned.get("secret_template")
+        if "product" not in cleaned or "metadata" not in cleaned or not isinstance(template, list):
+            return cleaned
+        label = f"resource {cleaned.get('vercel_id') or '(new)'}"
+        names = [e.get("name") for e in template if isinstance(e, dict)]
+        for problem in resource_declaration_problems(
+            label=label,
+            product=cleaned["product"],
+            metadata=cleaned["metadata"],
+            secret_names=[name for name in names if isinstance(name, str)],
+        ):
+            self.add_error("secret_template" if "secret " in problem else "metadata", problem)
+        return cleaned
+
+
 class ConnectedProjectInline(admin.TabularInline):
     model = ConnectedProject
     extra = 0
@@ -244,6 +273,7 @@ class ConnectedProjectInline(admin.TabularInline):
 
 @admin.register(Resource)
 class ResourceAdmin(RotateActionAdmin):
+    form = ResourceForm
     list_display = ["vercel_id", "name", "product", "installation_link", "status", "updated_at"]
     list_filter = ["status", "product", "installation__endpoint", "installation"]
     list_select_related = ["installation"]
@@ -258,6 +288,7 @@ class ResourceAdmin(RotateActionAdmin):
         "status",
         "secret_template",
         "secret_names",
+        "metadata",
         "created_at",
         "updated_at",
     ]

@@ -28,6 +28,7 @@ from rotation.models import Rotation, WebhookEvent
 from rotation.redeploy import rotation_confirm_redeploy
 from rotation.redeploy.dashboard import dashboard_figures
 from rotation.services import rotation_rollback
+from rotation.services.policy import credential_ages_overdue_count
 
 VIEW_PERMISSION = "rotation.view_rotation"
 CHART_WIDTH, CHART_HEIGHT, CHART_LEFT, CHART_BOTTOM, CHART_TOP = 640, 180, 28, 22, 12
@@ -104,6 +105,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         raise PermissionDenied
     figures = dashboard_figures()
     context = {
+        "policy_overdue_count": credential_ages_overdue_count(),
+        "credential_ages_url": reverse("admin:rotation_credentialage_changelist"),
         **admin.site.each_context(request),
         "title": "Rotation dashboard",
         "chart": rotations_per_day_svg(figures["per_day"]),

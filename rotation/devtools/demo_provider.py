@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import secrets as random_source
 from collections import Counter
-from typing import Any
+from typing import Any, ClassVar
 
 from rotation.models import CredentialVersion, Resource
 from rotation.vercel.contract import ENVIRONMENTS
@@ -37,8 +37,14 @@ DEMO_DB_PORT = "5432"
 class RandomCredentialProvider:
     """Demo and test provider: strong random values per template; expiring only logs."""
 
-    def create(self, *, resource: Resource) -> list[dict]:
-        """A fresh secret set for `resource`, following the mapping in the module docstring."""
+    metadata_fields: ClassVar[tuple[str, ...]] = ()
+    secret_names: ClassVar[tuple[str, ...] | None] = None  # any name (see the mapping above)
+
+    def create(self, *, resource: Resource, rotation_id: int | None = None) -> list[dict]:
+        """A fresh secret set for `resource`, following the mapping in the module docstring.
+
+        Nothing is made anywhere, so a second call for the same rotation leaves nothing over.
+        """
         template = resource.secret_template or [{"name": "DATABASE_URL", "prefix": ""}]
         wanted = {env for entry in template for env in _environments(entry)}
         accounts = {env: self._account(resource, env) for env in PRIVILEGE_ORDER if env in wanted}

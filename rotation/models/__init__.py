@@ -8,6 +8,7 @@ from rotation.models.audit import (
     audit_action_choices,
 )
 from rotation.models.partner_api import PartnerApiIdempotencyKey
+from rotation.models.policies import CredentialAge, RotationPolicy
 from rotation.models.redeploy import RedeployCheck, Reminder, WebhookEvent
 from rotation.models.resources import ConnectedProject, CredentialVersion, Installation, Resource
 from rotation.models.rotations import Rotation, RotationBatch
@@ -18,6 +19,7 @@ __all__ = [
     "AuditEventImmutable",
     "AuditEventQuerySet",
     "ConnectedProject",
+    "CredentialAge",
     "CredentialVersion",
     "Installation",
     "PartnerApiIdempotencyKey",
@@ -26,6 +28,7 @@ __all__ = [
     "Resource",
     "Rotation",
     "RotationBatch",
+    "RotationPolicy",
     "WebhookEvent",
     "audit_action_choices",
 ]

@@ -18,6 +18,8 @@ class AuditAction(models.TextChoices):
         "Switched to the current endpoint after the deprecated one answered 410/404",
     )
     RESOURCE_CHANGED = "resource.changed", "Resource changed"
+    POLICY_CHANGED = "policy.changed", "Rotation policy changed"
+    CREDENTIAL_AGES_EXPORTED = "policy.ages_exported", "Credential ages exported"
     SECRETS_REENCRYPTED = "secrets.reencrypted", "Secrets re-encrypted"
     # Sign-in and the audit trail itself (rotation.audit.signals, rotation.admin.audit).
     AUTH_LOGIN = "auth.login", "Signed in"

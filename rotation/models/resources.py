@@ -85,6 +85,9 @@ class Resource(models.Model):
     status = models.CharField(max_length=16, choices=Status, default=Status.READY)
     # [{"name": "DATABASE_URL", "prefix": "", "environments": ["production", ...]}]
     secret_template = models.JSONField(default=list, blank=True)
+    # What the product's provider needs to find the resource, e.g. {"role": ..., "database":
+    # ...} for PostgreSQL (see rotation.providers.declarations). Never a secret.
+    metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -17,6 +17,7 @@ class RotationBatch(models.Model):
         ADMIN = "admin", "Admin action"
         CLI = "cli", "Command line"
         VERCEL = "vercel", "Vercel request"
+        POLICY = "policy", "Rotation policy (maximum credential age)"
 
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,

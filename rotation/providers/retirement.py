@@ -90,14 +90,17 @@ def versions_retire_queue_after_commit(version_ids: list[uuid.UUID]) -> None:
 def versions_retire(*, version_ids: Iterable[uuid.UUID]) -> Retirement:
     """Expire retiring versions at the provider and wipe them. Call outside any transaction."""
     outcome = Retirement()
-    provider: CredentialProvider | None = None
+    providers: dict[str, CredentialProvider] = {}
     for version_id in version_ids:
         version = _claim(version_id)
         if version is None:
             outcome.skipped.append(version_id)
             continue
-        provider = provider or get_provider()
+        product = version.resource.product
         try:
+            provider = providers.get(product) or providers.setdefault(
+                product, get_provider(product)
+            )
             provider.expire(resource=version.resource, version=version)
         except Exception as exc:  # the partner's backend: stays visible, tried again later
             outcome.failed[version.pk] = _record_failure(version, exc)

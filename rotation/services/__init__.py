@@ -15,9 +15,9 @@ Modules: `request` (permission checks, preview, the batch), `prepare` and `push`
 of rotations at a time), `staff` (cancel, retry), `rollback` (requested by staff, run by a
 task), `sweeper`, `enqueue` (chunk tasks), `locks` (row locks for the short transactions),
 `timing` (task time limits), `backoff` (when to retry a Vercel call), `endpoints` (switching
-installations off the deprecated secrets endpoint, by staff or by a push's fallback).
-Credential versions taken out of use are retired through `rotation.providers.retirement`,
-after the commit.
+installations off the deprecated secrets endpoint, by staff or by a push's fallback),
+`policy` (maximum credential age). Credential versions taken out of use are retired through
+`rotation.providers.retirement`, after the commit.
 """
 
 from rotation.audit import RotationRefused

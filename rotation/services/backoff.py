@@ -13,13 +13,13 @@ installation is switched to the current endpoint for every later push.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from typing import TYPE_CHECKING, Protocol
 
 from django.conf import settings
 
 from rotation import vercel
+from rotation.retry_policy import attempts_exhausted, backoff_wait
 from rotation.services.endpoints import installation_endpoint_fall_back, push_endpoint
 from rotation.vercel import endpoints
 
@@ -29,21 +29,6 @@ if TYPE_CHECKING:
     from rotation.models import Resource, Rotation
 
 logger = logging.getLogger(__name__)
-
-
-def backoff_wait(attempt: int, retry_after: float | None) -> float:
-    """Seconds to wait before the next attempt: Vercel's wait when given, else exponential
-    backoff with jitter (so workers that failed together do not retry together)."""
-    if retry_after is not None:
-        return max(0.0, retry_after) * random.uniform(1.0, 1.1)
-    return min(settings.ROTATION_PUSH_BACKOFF_BASE * 2 ** (attempt - 1), 60.0) * random.uniform(
-        0.5, 1.0
-    )
-
-
-def attempts_exhausted(attempts: int) -> bool:
-    """Whether a call that failed `attempts` times should give up."""
-    return attempts >= settings.ROTATION_PUSH_MAX_ATTEMPTS
 
 
 def wait_in_worker(wait: float, deadline: float | None) -> bool:

@@ -72,13 +72,21 @@ def rotations_prepare(*, rotation_ids: list[int], deadline: float | None = None)
     claimed, states = _claim(rotation_ids)
     if not claimed:
         return states
-    provider = get_provider()
+    providers: dict[str, CredentialProvider] = {}
     made: list[_Made] = []
     for index, rotation in enumerate(claimed):
         if deadline is not None and time.monotonic() > deadline:
             _release(claimed[index:])
             break
-        made.append(_make(provider, rotation))
+        product = rotation.resource.product
+        try:
+            provider = providers.get(product) or providers.setdefault(
+                product, get_provider(product)
+            )
+        except ImportError as exc:  # a misconfigured provider fails the rotation, visibly
+            made.append(_Made(rotation, error=exc))
+        else:
+            made.append(_make(provider, rotation))
         if len(made) >= RECORD_GROUP:
             states.update(_record(made))
             made = []
@@ -144,7 +152,8 @@ def _make(provider: CredentialProvider, rotation: Rotation) -> _Made:
     resource = rotation.resource
     version = CredentialVersion(resource=resource, rotation=rotation, stage=Stage.PENDING)
     try:
-        secrets = provider.create(resource=resource)
+        # Keyed by the rotation: a retry after a crash reuses the same login.
+        secrets = provider.create(resource=resource, rotation_id=rotation.pk)
         verify = getattr(provider, "verify", None)
         if verify is not None and not verify(resource=resource, secrets=secrets):
             raise CredentialProviderError("the new credentials did not pass the check")
@@ -160,11 +169,12 @@ def _record(made: list[_Made]) -> dict[int, str]:
     states: dict[int, str] = {}
     with transaction.atomic():
         rotations = {r.pk: r for r in rotations_lock([m.rotation.pk for m in made])}
-        taken = set(
+        pending_of = dict(
             CredentialVersion.objects.filter(
                 resource_id__in=[r.resource_id for r in rotations.values()], stage=Stage.PENDING
-            ).values_list("resource_id", flat=True)
+            ).values_list("resource_id", "rotation_id")
         )
+        taken = set(pending_of)
         stored: list[tuple[Rotation, CredentialVersion]] = []
         unwanted: dict[int, CredentialVersion] = {}
         for item in made:
@@ -173,6 +183,10 @@ def _record(made: list[_Made]) -> dict[int, str]:
             if item.version is None:
                 if rotation.state == State.PREPARING and rotation.resource_id not in taken:
                     states[rotation.pk] = _prepare_fail(rotation, item.error)
+            elif pending_of.get(rotation.resource_id) == rotation.pk:
+                # Another copy of this rotation stored first: the same login (create is keyed
+                # by the rotation), so expiring ours would revoke the stored one. Dropped.
+                logger.warning("rotation %s: credentials made twice; kept the first", rotation.pk)
             elif rotation.state != State.PREPARING or rotation.resource_id in taken:
                 # Cancelled meanwhile, or another worker stored its own first: never left valid.
                 item.version.stage = Stage.RETIRING

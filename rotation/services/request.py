@@ -30,6 +30,8 @@ BULK_SIZE = 500
 INLINE_FAN_OUT_MAX = 20 * CHUNK_SIZE
 PREVIEW_SAMPLE = 20
 PREVIEW_REFUSED_CAP = 200
+# Sources whose requests the system makes itself (actor None, audited as the system).
+SYSTEM_SOURCES = (RotationBatch.Source.POLICY,)
 
 
 @dataclass
@@ -53,8 +55,9 @@ def _check_request(
     count: int,
     source: str,
     origin: Origin | None,
-) -> Actor:
-    """The actor, once allowed; otherwise the refusal is audited and raised."""
+) -> Actor | None:
+    """The actor (None: the system, for its own sources), once allowed; otherwise the
+    refusal is audited and raised."""
     fields: dict[str, Any] = {
         "actor": actor,
         "origin": origin,
@@ -63,7 +66,8 @@ def _check_request(
         "ticket": ticket[:100],
         "details": {"requested": count, "emergency": emergency, "source": source},
     }
-    if not actor_may(actor, "rotation.rotate_resource"):
+    system = actor is None and source in SYSTEM_SOURCES and not emergency
+    if not system and not actor_may(actor, "rotation.rotate_resource"):
         refuse(message="You do not have permission to rotate credentials.", **fields)
     if emergency and not actor_may(actor, "rotation.rotate_resource_emergency"):
         refuse(message="You do not have permission to run emergency rotations.", **fields)
@@ -73,7 +77,7 @@ def _check_request(
         refuse(message="The ticket may be at most 100 characters.", outcome="failure", **fields)
     if count == 0:
         refuse(message="No resources were selected.", outcome="failure", **fields)
-    return cast("Actor", actor)
+    return None if system else cast("Actor", actor)
 
 
 def rotation_request_preview(
@@ -215,7 +219,7 @@ def rotation_request(
     with transaction.atomic():
         batch = RotationBatch.objects.create(
             requested_by=user,
-            requested_by_username=user.get_username(),
+            requested_by_username=user.get_username() if user else "system",
             source=source,
             reason=reason,
             ticket=ticket,
