@@ -3,7 +3,13 @@
 Areas: `installations` (installations and resources, with the action from `rotate_action`),
 `batches`, `rotations`, `redeploy` (dashboard, confirm a redeploy, roll back, webhook
 deliveries) and `audit`. Parts they share: `staff_actions` (permission, audited refusal,
-service call), `refusals` (`deny`), `read_only` and `list_filters`.
+service call), `refusals` (`deny`, the audited 403 handler), `login` (the sign-in form),
+`read_only` and `list_filters`.
 """
 
+from django.contrib import admin
+
 from rotation.admin import audit, batches, installations, redeploy, rotations  # noqa: F401
+from rotation.admin.login import AuditedAdminAuthenticationForm
+
+admin.site.login_form = AuditedAdminAuthenticationForm
