@@ -2,14 +2,21 @@
 
 Areas: `installations` (installations and resources, with the action from `rotate_action`),
 `batches`, `rotations`, `redeploy` (dashboard, confirm a redeploy, roll back, webhook
-deliveries) and `audit`. Parts they share: `staff_actions` (permission, audited refusal,
-service call), `refusals` (`deny`, the audited 403 handler), `login` (the sign-in form),
-`read_only` and `list_filters`.
+deliveries), `audit` and `lockouts` (sign-in lockouts). Parts they share: `staff_actions`
+(permission, audited refusal, service call), `refusals` (`deny`, the audited 403 handler),
+`login` (the sign-in form), `read_only` and `list_filters`.
 """
 
 from django.contrib import admin
 
-from rotation.admin import audit, batches, installations, redeploy, rotations  # noqa: F401
+from rotation.admin import (  # noqa: F401
+    audit,
+    batches,
+    installations,
+    lockouts,
+    redeploy,
+    rotations,
+)
 from rotation.admin.login import AuditedAdminAuthenticationForm
 
 admin.site.login_form = AuditedAdminAuthenticationForm

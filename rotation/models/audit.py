@@ -25,6 +25,7 @@ class AuditAction(models.TextChoices):
     ACCESS_DENIED = "admin.access_denied", "Admin page refused"
     AUTH_LOGIN_DENIED = "auth.login_denied", "Sign-in refused (account may not use the admin)"
     AUTH_LOCKED_OUT = "auth.locked_out", "Sign-in locked out after repeated failures"
+    AUTH_UNLOCKED = "auth.unlocked", "Sign-in lockout lifted by a superuser"
     # Rotate and push (rotation.services).
     ROTATION_REQUESTED = "rotation.requested", "Rotation requested"
     ROTATION_REQUEST_DENIED = "rotation.request_denied", "Rotation request refused"
