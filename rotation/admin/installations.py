@@ -16,6 +16,7 @@ from rotation.admin.rotate_action import RotateActionAdmin
 from rotation.audit import AuditAction, Origin, audit_record
 from rotation.models import ConnectedProject, Installation, Resource
 from rotation.redeploy import connected_project_corrected
+from rotation.validators import validate_access_token, validate_vercel_id
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
@@ -26,12 +27,16 @@ class _ResourceCount(TypedDict):
 
 
 class InstallationForm(forms.ModelForm):
-    """Replaces the token without ever rendering it."""
+    """Replaces the token without ever rendering it; ids and the token follow the import's
+    rules (rotation.validators)."""
 
     new_access_token = forms.CharField(
         label="Replace access token",
         required=False,
-        strip=True,
+        # Not stripped: a token with spaces or line breaks is refused, not silently changed.
+        strip=False,
+        max_length=4096,
+        validators=[validate_access_token],
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         help_text="Leave empty to keep the stored token. The stored token is never shown.",
     )
@@ -40,12 +45,31 @@ class InstallationForm(forms.ModelForm):
         model = Installation
         fields = ["vercel_id", "name", "team_id", "contact_email", "endpoint", "status"]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("vercel_id", "team_id"):
+            if name in self.fields:  # absent when shown read-only
+                self.fields[name].validators.append(validate_vercel_id)
+
     def clean(self) -> dict[str, Any]:
         super().clean()
         cleaned = self.cleaned_data
         if not self.instance.pk and not cleaned.get("new_access_token"):
             self.add_error("new_access_token", "A new installation needs its access token.")
         return cleaned
+
+
+class ResourceForm(forms.ModelForm):
+    """The resource id follows the import's rules (rotation.validators)."""
+
+    class Meta:
+        model = Resource
+        fields = ["installation", "vercel_id", "product", "name", "status", "secret_template"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "vercel_id" in self.fields:
+            self.fields["vercel_id"].validators.append(validate_vercel_id)
 
 
 @admin.register(Installation)
@@ -124,6 +148,7 @@ class ConnectedProjectInline(admin.TabularInline):
 
 @admin.register(Resource)
 class ResourceAdmin(RotateActionAdmin):
+    form = ResourceForm
     list_display = ["vercel_id", "name", "product", "installation_link", "status", "updated_at"]
     list_filter = ["status", "product", "installation__endpoint", "installation"]
     list_select_related = ["installation"]
