@@ -6,7 +6,7 @@ from django.urls import reverse
 
 from rotation.audit import AuditAction
 from rotation.models import AuditEvent
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, raw_database_bytes
 
 LOGIN = reverse("admin:login")
 ATTACKER = "198.51.100.7"
@@ -26,7 +26,7 @@ def test_it_locks_out_after_five_failures_and_audits_the_lockout_once(client, da
     """Finding 3: fifteen wrong passwords then the right one signed in, each failure audited."""
     counts = []
     for _ in range(15):
-        sign_in(client, "dave", "wrong password")
+        sign_in(client, "dave", "wrong-Passw0rd-9f2c")
         counts.append(AuditEvent.objects.count())
     response = sign_in(client, "dave", PASSWORD)
     assert response.status_code == 429
@@ -46,6 +46,9 @@ def test_it_locks_out_after_five_failures_and_audits_the_lockout_once(client, da
     # Attempts while locked out do not grow axes' own row either.
     attempt = AccessAttempt.objects.get()
     assert attempt.failures_since_start == 5
+    # Neither password reaches a table (axes masks the password field of what it keeps).
+    raw = raw_database_bytes()
+    assert b"wrong-Passw0rd-9f2c" not in raw and PASSWORD.encode() not in raw
     # The lock is per user name and IP: dave, from his own address, still signs in.
     assert sign_in(client, "dave", PASSWORD, ip="192.0.2.10").status_code == 302
     assert signed_in(client)
