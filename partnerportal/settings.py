@@ -4,7 +4,7 @@ Development runs with no configuration at all (SQLite, the django-q2 ORM broker,
 development encryption key). With DEBUG=False the real keys are required.
 """
 
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import environ
@@ -116,6 +116,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_q",
     "csp",
+    "axes",
     "rotation",
 ]
 if DEBUG:
@@ -131,6 +132,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "partnerportal.urls"
@@ -209,6 +212,28 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": [NONE],
     },
 }
+
+# Sign-in throttling (django-axes): LOGIN_FAILURE_LIMIT failed sign-ins for one user name
+# from one IP address, each within LOGIN_LOCKOUT_MINUTES of the previous one, lock that
+# combination out until LOGIN_LOCKOUT_MINUTES pass without a failure or a superuser deletes
+# the lock in the admin. One audit event per lockout (rotation.audit.signals).
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_LOCKOUT_MINUTES = env.float("LOGIN_LOCKOUT_MINUTES", default=15)
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The client IP the audit trail records (behind trusted proxies too).
+AXES_CLIENT_IP_CALLABLE = "rotation.audit.signals.client_ip"
+AXES_RESET_ON_SUCCESS = True
+# Attempts made while locked out change nothing: the lock does not grow, nor does any table.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_DISABLE_ACCESS_LOG = True  # sign-ins are in the audit trail
+AXES_ENABLE_ADMIN = False  # rotation.admin.lockouts registers its own, superusers only
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
 
 # Email: console backend unless EMAIL_URL says otherwise.
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
@@ -340,5 +365,6 @@ LOGGING = {
     "loggers": {
         # urllib3 logs full URLs at DEBUG; keep it quiet.
         "urllib3": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
     },
 }

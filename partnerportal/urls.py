@@ -7,6 +7,9 @@ from django.views.generic import RedirectView
 from rotation.partner_api.views import secrets_rotate
 from rotation.webhooks import vercel_webhook
 
+# Every 403 is audited (rotation.admin.refusals).
+handler403 = "rotation.admin.refusals.permission_denied_view"
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/redeploy/", include("rotation.admin.redeploy")),

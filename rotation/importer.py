@@ -7,6 +7,7 @@ in one transaction, as an upsert keyed by Vercel ids.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,13 @@ from django.db import transaction
 from rotation.audit import AuditAction, audit_record
 from rotation.models import Installation, Resource
 from rotation.providers.declarations import resource_declaration_problems
+from rotation.validators import (
+    ECHO_LIMIT,
+    VERCEL_ID,
+    access_token_problem,
+    shown,
+    vercel_id_problem,
+)
 from rotation.vercel import endpoints
 from rotation.vercel.contract import ENVIRONMENTS, is_valid_env_name
 
@@ -59,7 +67,7 @@ def _check_keys(
         problems.append(f"{where}: must be an object")
         return {}
     for key in sorted(set(entry) - set(fields)):
-        problems.append(f"{where}: unknown field {key!r}")
+        problems.append(f"{where}: unknown field {shown(key)}")
     for key, required in fields.items():
         if required and key not in entry:
             problems.append(f"{where}: missing field {key!r}")
@@ -67,48 +75,73 @@ def _check_keys(
 
 
 def _check_str(
-    problems: list[str], where: str, entry: dict, key: str, *, required: bool, limit: int
+    problems: list[str],
+    where: str,
+    entry: dict,
+    key: str,
+    *,
+    required: bool,
+    limit: int,
+    rule: Callable[[str], str | None] | None = None,
 ) -> None:
+    """A string field: its type, presence, length, then `rule` (rotation.validators)."""
     if key not in entry:
         return
     value = entry[key]
     if not isinstance(value, str):
-        problems.append(f"{where}.{key}: must be a string")
+        problems.append(f"{where}.{key}: must be a string, not {_json_type(value)}")
     elif required and not value.strip():
         problems.append(f"{where}.{key}: must not be empty")
     elif len(value) > limit:
         problems.append(f"{where}.{key}: longer than {limit} characters")
+    elif value and rule is not None and (problem := rule(value)):
+        problems.append(f"{where}.{key}: {problem}")
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number")
+
+
+def _label(where: str, value: Any) -> str:
+    """`where` with the entry's id for the reader, capped and escaped when it is odd."""
+    if not isinstance(value, str) or not value:
+        return where
+    plain = VERCEL_ID.fullmatch(value) and len(value) <= ECHO_LIMIT
+    return f"{where} ({value if plain else shown(value)})"
 
 
 def _validate_secret(problems: list[str], where: str, secret: Any) -> None:
     secret = _check_keys(problems, where, secret, SECRET_FIELDS)
     if "name" in secret and not is_valid_env_name(secret["name"]):
         problems.append(
-            f"{where}.name: {secret['name']!r} is not a valid environment variable name "
+            f"{where}.name: {shown(secret['name'])} is not a valid environment variable name "
             "(letters, digits and underscore, not starting with a digit)"
         )
     _check_str(problems, where, secret, "prefix", required=False, limit=100)
     prefix = secret.get("prefix")
     if isinstance(prefix, str) and prefix and not is_valid_env_name(prefix):
-        problems.append(f"{where}.prefix: {secret['prefix']!r} is not a valid name prefix")
+        problems.append(f"{where}.prefix: {shown(prefix)} is not a valid name prefix")
     if "environments" in secret:
         environments = secret["environments"]
         if not isinstance(environments, list) or not environments:
             problems.append(f"{where}.environments: must be a non-empty list")
         else:
             for env_name in environments:
-                if env_name not in ENVIRONMENTS:
+                if not isinstance(env_name, str) or env_name not in ENVIRONMENTS:
                     problems.append(
-                        f"{where}.environments: {env_name!r} is not one of "
+                        f"{where}.environments: {shown(env_name)} is not one of "
                         f"{', '.join(ENVIRONMENTS)}"
                     )
-            if len(set(map(str, environments))) != len(environments):
+            if len(set(map(repr, environments))) != len(environments):
                 problems.append(f"{where}.environments: lists an environment twice")
 
 
 def _validate_resource(problems: list[str], where: str, resource: Any) -> None:
     resource = _check_keys(problems, where, resource, RESOURCE_FIELDS)
-    _check_str(problems, where, resource, "id", required=True, limit=128)
+    _check_str(problems, where, resource, "id", required=True, limit=128, rule=vercel_id_problem)
     _check_str(problems, where, resource, "product", required=True, limit=128)
     _check_str(problems, where, resource, "name", required=True, limit=200)
     secrets = resource.get("secrets")
@@ -122,7 +155,7 @@ def _validate_resource(problems: list[str], where: str, resource: Any) -> None:
         full_name = f"{secret.get('prefix') or ''}{name}" if isinstance(name, str) else None
         if full_name is not None:
             if full_name in seen:
-                problems.append(f"{where}.secrets[{index}].name: duplicate name {full_name!r}")
+                problems.append(f"{where}.secrets[{index}].name: duplicate name {shown(full_name)}")
             seen.add(full_name)
     _validate_metadata(problems, where, resource)
 
@@ -143,16 +176,20 @@ def _validate_metadata(problems: list[str], where: str, resource: dict) -> None:
 
 def _validate_installation(problems: list[str], where: str, entry: Any) -> None:
     entry = _check_keys(problems, where, entry, INSTALLATION_FIELDS)
-    _check_str(problems, where, entry, "id", required=True, limit=64)
+    _check_str(problems, where, entry, "id", required=True, limit=64, rule=vercel_id_problem)
     _check_str(problems, where, entry, "name", required=False, limit=200)
-    _check_str(problems, where, entry, "team_id", required=False, limit=64)
-    _check_str(problems, where, entry, "access_token", required=True, limit=4096)
-    if entry.get("contact_email"):
+    _check_str(problems, where, entry, "team_id", required=False, limit=64, rule=vercel_id_problem)
+    _check_str(
+        problems, where, entry, "access_token", required=True, limit=4096, rule=access_token_problem
+    )
+    _check_str(problems, where, entry, "contact_email", required=False, limit=254)
+    if isinstance(entry.get("contact_email"), str) and entry["contact_email"]:
         try:
             validate_email(entry["contact_email"])
-        except (ValidationError, TypeError):
+        except ValidationError:
             problems.append(f"{where}.contact_email: not a valid email address")
-    if "endpoint" in entry and entry["endpoint"] not in ENDPOINTS:
+    endpoint = entry.get("endpoint")
+    if "endpoint" in entry and not (isinstance(endpoint, str) and endpoint in ENDPOINTS):
         problems.append(f"{where}.endpoint: must be 'current' or 'deprecated'")
     resources = entry.get("resources", [])
     if not isinstance(resources, list):
@@ -161,11 +198,11 @@ def _validate_installation(problems: list[str], where: str, entry: Any) -> None:
     seen: set[str] = set()
     for index, resource in enumerate(resources):
         label = resource.get("id") if isinstance(resource, dict) else None
-        resource_where = f"{where}.resources[{index}]" + (f" ({label})" if label else "")
+        resource_where = _label(f"{where}.resources[{index}]", label)
         _validate_resource(problems, resource_where, resource)
         if isinstance(label, str):
             if label in seen:
-                problems.append(f"{resource_where}.id: duplicate resource id {label!r}")
+                problems.append(f"{resource_where}.id: duplicate resource id {shown(label)}")
             seen.add(label)
 
 
@@ -180,11 +217,11 @@ def validate_import(data: Any) -> list[str]:
     seen: set[str] = set()
     for index, entry in enumerate(installations or []):
         label = entry.get("id") if isinstance(entry, dict) else None
-        where = f"installations[{index}]" + (f" ({label})" if label else "")
+        where = _label(f"installations[{index}]", label)
         _validate_installation(problems, where, entry)
         if isinstance(label, str):
             if label in seen:
-                problems.append(f"{where}.id: duplicate installation id {label!r}")
+                problems.append(f"{where}.id: duplicate installation id {shown(label)}")
             seen.add(label)
     return problems
 

@@ -177,6 +177,43 @@ BAD_INPUTS = {
         _set(["installations", 0, "resources", 1, "id"], "res_1"),
         ".resources[1] (res_1).id: duplicate resource id 'res_1'",
     ),
+    # Hostile files (issue 10, finding 8).
+    "endpoint is a list": (
+        _set(["installations", 0, "endpoint"], ["x"]),
+        "installations[0] (icfg_imp1).endpoint: must be 'current' or 'deprecated'",
+    ),
+    "name is an object": (
+        _set(["installations", 0, "name"], {"a": 1}),
+        "installations[0] (icfg_imp1).name: must be a string, not an object",
+    ),
+    "environment is a list": (
+        _set(["installations", 0, "resources", 0, "secrets", 0, "environments"], [["x"]]),
+        ".secrets[0].environments: ['x'] is not one of production, preview, development",
+    ),
+    "5 MB id": (
+        _set(["installations", 0, "id"], "i" * 5_000_000),
+        ".id: longer than 64 characters",
+    ),
+    "5 MB resource id": (
+        _set(["installations", 0, "resources", 0, "id"], "r" * 5_000_000),
+        ".resources[0] ('rrrrrrrr",
+    ),
+    "id with a trailing space": (
+        _set(["installations", 0, "id"], "icfg_imp1 "),
+        "installations[0] ('icfg_imp1 ').id: 'icfg_imp1 ' is not a Vercel id",
+    ),
+    "id with a right-to-left override": (
+        _set(["installations", 0, "resources", 0, "id"], "res_\u202e1"),
+        ".resources[0] ('res_\\u202e1').id: 'res_\\u202e1' is not a Vercel id",
+    ),
+    "fullwidth id": (
+        _set(["installations", 0, "team_id"], "team\uff3f1"),
+        ".team_id: 'team\uff3f1' is not a Vercel id",
+    ),
+    "token with a newline": (
+        _set(["installations", 0, "access_token"], "vci_a\nb"),
+        ".access_token: must be printable ASCII without spaces or line breaks",
+    ),
 }
 
 
@@ -278,3 +315,34 @@ def test_the_command_warns_about_the_deprecated_endpoint_after_its_sunset(
         "(2020-01-01); its pushes go through the current endpoint\n"
     )
     assert captured.err == (expected if warned else "")
+
+
+HOSTILE = list(BAD_INPUTS)[list(BAD_INPUTS).index("endpoint is a list") :]
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_it_refuses_hostile_files_with_one_short_line_per_problem(db, tmp_path, capsys, kind):
+    """Finding 8: a list where a string belongs, a 5 MB id, lookalike ids and tokens with
+    line breaks ended in tracebacks, 5 MB error lines or a failure at push time."""
+    installations_import(data={"installations": [{"id": "icfg_pre", "access_token": "vci_x"}]})
+    before = snapshot()
+    mutate, message = BAD_INPUTS[kind]
+    doc = document()
+    mutate(doc)
+    path = tmp_path / "hostile.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(CommandError, match="refused, nothing imported"):
+        call_command("import_installations", str(path))
+    lines = capsys.readouterr().err.splitlines()
+    assert any(message in line for line in lines), lines
+    assert all(len(line) < 300 for line in lines), [len(line) for line in lines]
+    assert not any("vci_a" in line for line in lines)  # a token is never echoed
+    assert snapshot() == before
+
+
+def test_it_refuses_json_nested_too_deeply_with_a_clear_error(db, tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text('{"installations": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(CommandError, match="nested too deeply to read; nothing imported"):
+        call_command("import_installations", str(path))
+    assert not Installation.objects.exists()

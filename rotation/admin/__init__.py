@@ -2,9 +2,23 @@
 
 Areas: `installations` (installations and resources, with the action from `rotate_action`),
 `batches`, `rotations`, `redeploy` (dashboard, confirm a redeploy, roll back, webhook
-deliveries), `policies` (rotation policies, credential ages) and `audit`. Parts they share:
-`staff_actions` (permission, audited refusal, service call), `refusals` (`deny`),
-`read_only` and `list_filters`.
+deliveries), `policies` (rotation policies, credential ages), `audit` and `lockouts`
+(sign-in lockouts). Parts they share: `staff_actions` (permission, audited refusal, service
+call), `refusals` (`deny`, the audited 403 handler), `login` (the sign-in form), `read_only`
+and `list_filters`.
 """
 
-from rotation.admin import audit, batches, installations, policies, redeploy, rotations  # noqa: F401
+from django.contrib import admin
+
+from rotation.admin import (  # noqa: F401
+    audit,
+    batches,
+    installations,
+    lockouts,
+    policies,
+    redeploy,
+    rotations,
+)
+from rotation.admin.login import AuditedAdminAuthenticationForm
+
+admin.site.login_form = AuditedAdminAuthenticationForm

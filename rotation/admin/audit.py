@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import functools
 import json
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any, NoReturn
 
@@ -36,13 +37,16 @@ from rotation.models import AuditEvent, Installation
 
 EXPORT_FIELDS = ("id", *HASHED_FIELDS, "hash")
 EXPORT_CHUNK_SIZE = 2000
-# Characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection").
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# Where a spreadsheet may read a formula (OWASP "CSV injection"): `=`, `+`, `-`, `@`, tab or
+# CR at the cell's start, or after any character it may split on (`,`, `;`, tab, a line
+# break), spaces between allowed, e.g. `x;=1+1` opened with `;` as the delimiter.
+FORMULA_START = re.compile(r"(?<![^,;\t\r\n])(?= *[=+\-@\t\r])")
 ROTATION_PAGE_LIMIT = 5000
 
 
 def csv_cell(value: Any) -> str:
-    """A CSV cell a spreadsheet shows as text: formula-like values get a leading quote."""
+    """A CSV cell a spreadsheet shows as text, whatever delimiter it splits on: every part
+    that would start with a formula trigger gets a leading quote."""
     if value is None:
         return ""
     if isinstance(value, dt.datetime):
@@ -51,7 +55,7 @@ def csv_cell(value: Any) -> str:
         text = json.dumps(value, sort_keys=True, ensure_ascii=False)
     else:
         text = str(value)
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+    return FORMULA_START.sub("'", text)
 
 
 @functools.cache
@@ -67,7 +71,7 @@ class _Echo:
 
 def export_csv_lines(rows: Iterable[Iterable], header: list[str] | None = None) -> Iterator[str]:
     """CSV text in chunks of rows; memory stays flat whatever the number of rows."""
-    writer = csv.writer(_Echo())
+    writer = csv.writer(_Echo(), quoting=csv.QUOTE_ALL)
     yield writer.writerow(header or EXPORT_FIELDS)
     batch: list[str] = []
     for row in rows:

@@ -100,12 +100,14 @@ class RotationBatchAdmin(ReadOnlyModelAdmin):
     def _batch(
         self, request: HttpRequest, batch_id: Any, *, action: StaffAction | None = None
     ) -> RotationBatch:
-        """The batch a page (or the button `action`) is about; 403 without the view
-        permission, audited for a button."""
+        """The batch a page (or the button `action`) is about; 403 (audited) without the
+        view permission or the button's, checked before the lookup."""
+        if action is not None and not (
+            self.has_view_permission(request) and action.allowed(request)
+        ):
+            action.deny(request, batch=batch_id)
         if not self.has_view_permission(request):
-            if action is not None:
-                action.deny(request, batch=batch_id)
-            raise PermissionDenied
+            raise PermissionDenied  # audited by the 403 handler
         return get_object_or_404(RotationBatch, pk=batch_id)
 
     def progress_view(self, request: HttpRequest, batch_id: int) -> JsonResponse:

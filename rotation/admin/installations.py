@@ -23,6 +23,7 @@ from rotation.models import ConnectedProject, Installation, Resource, Rotation
 from rotation.providers.declarations import resource_declaration_problems
 from rotation.redeploy import connected_project_corrected
 from rotation.services.endpoints import installations_switch_endpoint
+from rotation.validators import validate_access_token, validate_vercel_id
 from rotation.vercel import endpoints
 
 if TYPE_CHECKING:
@@ -49,12 +50,16 @@ def deprecated_endpoint_warning() -> str:
 
 
 class InstallationForm(forms.ModelForm):
-    """Replaces the token without ever rendering it."""
+    """Replaces the token without ever rendering it; ids and the token follow the import's
+    rules (rotation.validators)."""
 
     new_access_token = forms.CharField(
         label="Replace access token",
         required=False,
-        strip=True,
+        # Not stripped: a token with spaces or line breaks is refused, not silently changed.
+        strip=False,
+        max_length=4096,
+        validators=[validate_access_token],
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         help_text="Leave empty to keep the stored token. The stored token is never shown.",
     )
@@ -62,6 +67,12 @@ class InstallationForm(forms.ModelForm):
     class Meta:
         model = Installation
         fields = ["vercel_id", "name", "team_id", "contact_email", "endpoint", "status"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("vercel_id", "team_id"):
+            if name in self.fields:  # absent when shown read-only
+                self.fields[name].validators.append(validate_vercel_id)
 
     @method_decorator(sensitive_variables("cleaned"))
     def clean(self) -> dict[str, Any]:
@@ -238,12 +249,18 @@ class InstallationAdmin(admin.ModelAdmin):
 
 
 class ResourceForm(forms.ModelForm):
-    """Metadata and secret names must fit what the product's provider declares."""
+    """The import's rules: the resource id (rotation.validators), and metadata and secret
+    names that fit what the product's provider declares."""
 
     class Meta:
         model = Resource
         fields = ["installation", "vercel_id", "product", "name", "status", "secret_template"]
         fields += ["metadata"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "vercel_id" in self.fields:
+            self.fields["vercel_id"].validators.append(validate_vercel_id)
 
     def clean(self) -> dict[str, Any]:
         super().clean()

@@ -102,7 +102,7 @@ def rotations_per_day_svg(per_day: list[tuple[date, int]]) -> SafeString:
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     """Rotations waiting for redeploys, overdue, failed, and rotations per day."""
     if not request.user.has_perm(VIEW_PERMISSION):
-        raise PermissionDenied
+        raise PermissionDenied  # audited by the 403 handler
     figures = dashboard_figures()
     context = {
         "policy_overdue_count": credential_ages_overdue_count(),
@@ -132,11 +132,12 @@ def _rotation_form_view(
 ) -> HttpResponse:
     """A staff action on one rotation that asks for a text first: the page on GET, the
     service call (`text_argument` = the text) on a valid POST."""
+    # Permission before the lookup: a missing id and a forbidden one both answer 403.
+    action.guard(request, rotation=rotation_id)
     rotation = get_object_or_404(
         Rotation.objects.select_related("resource__installation"), pk=rotation_id
     )
     refs: dict[str, Any] = {"rotation": rotation, "resource": rotation.resource}
-    action.guard(request, **refs)
     rotation_url = reverse("admin:rotation_rotation_change", args=[rotation.pk])
     form = AuditTextForm(request.POST or None, label=label, help_text=help_text)
     if request.method == "POST" and form.is_valid():

@@ -145,8 +145,9 @@ class RotationAdmin(ReadOnlyModelAdmin):
         return super().change_view(request, object_id, form_url, extra)
 
     def _rotation(self, request: HttpRequest, rotation_id: int, *, action: StaffAction) -> Rotation:
-        """The rotation a button is about; 403 (audited) without the view permission."""
-        if not self.has_view_permission(request):
+        """The rotation a button is about; 403 (audited) without the view permission or the
+        button's, checked before the lookup so a missing id answers 403 too."""
+        if not (self.has_view_permission(request) and action.allowed(request)):
             action.deny(request, rotation=rotation_id)
         return get_object_or_404(Rotation.objects.select_related("resource"), pk=rotation_id)
 

@@ -1,7 +1,7 @@
 """What staff do from the admin behind a permission: the check, the audited refusal, the call.
 
-One shape for every button and form: a POST by someone without the permission is refused
-through `deny` (audited, 403), a GET of a form page is a plain 403; an allowed POST calls one
+One shape for every button and form: a request by someone without the permission is refused
+through `deny` (audited, 403), whatever its method; an allowed POST calls one
 service with the user and the request's origin, reports its result or its `RotationRefused`
 as a message, and redirects.
 """
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect
 
 from rotation.admin.refusals import deny
@@ -44,12 +43,9 @@ class StaffAction:
     def guard(
         self, request: HttpRequest, *, details: dict[str, Any] | None = None, **refs: Any
     ) -> None:
-        """Let an allowed user through; refuse anybody else, auditing a refused POST."""
-        if self.allowed(request):
-            return
-        if request.method == "POST":
+        """Let an allowed user through; refuse (and audit) anybody else."""
+        if not self.allowed(request):
             self.deny(request, details=details, **refs)
-        raise PermissionDenied
 
     def run(
         self,

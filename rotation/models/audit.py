@@ -29,6 +29,11 @@ class AuditAction(models.TextChoices):
     AUDIT_EXPORTED = "audit.exported", "Audit trail exported"
     AUDIT_CHANGE_REFUSED = "audit.change_refused", "Change of an audit event refused"
     AUDIT_FINGERPRINTED = "audit.fingerprinted", "Fingerprint computed for an investigation"
+    # Refusals and sign-in throttling (rotation.admin.refusals, rotation.audit.signals).
+    ACCESS_DENIED = "admin.access_denied", "Admin page refused"
+    AUTH_LOGIN_DENIED = "auth.login_denied", "Sign-in refused (account may not use the admin)"
+    AUTH_LOCKED_OUT = "auth.locked_out", "Sign-in locked out after repeated failures"
+    AUTH_UNLOCKED = "auth.unlocked", "Sign-in lockout lifted by a superuser"
     # Rotate and push (rotation.services).
     ROTATION_REQUESTED = "rotation.requested", "Rotation requested"
     ROTATION_REQUEST_DENIED = "rotation.request_denied", "Rotation request refused"

@@ -26,9 +26,11 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from rotation.audit import AuditAction, audit_record
+from rotation.crypto import CryptoError
 from rotation.error_text import error_text
 from rotation.models import AuditEvent, CredentialVersion, Rotation
 from rotation.providers import CredentialProvider, get_provider
+from rotation.redaction import secret_values
 
 logger = logging.getLogger(__name__)
 Stage = CredentialVersion.Stage
@@ -169,9 +171,17 @@ def _record_expired(version: CredentialVersion) -> bool:
     return True
 
 
+def _values_of(version: CredentialVersion) -> list[str]:
+    """The version's values, masked in a provider's error that may echo them."""
+    try:
+        return secret_values(version.secrets())
+    except CryptoError:
+        return []
+
+
 def _record_failure(version: CredentialVersion, exc: Exception) -> str:
     """Keep the version retiring until the retry time; show and audit why."""
-    error = error_text(exc)
+    error = error_text(exc, secrets=_values_of(version))
     retry_at = timezone.now() + timedelta(minutes=settings.ROTATION_EXPIRE_RETRY_MINUTES)
     logger.warning("credential version %s: expiry failed (%s)", version.pk, type(exc).__name__)
     with transaction.atomic():

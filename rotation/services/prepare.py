@@ -30,6 +30,7 @@ from rotation.audit import AuditAction, audit_context, audit_record, audit_recor
 from rotation.models import CredentialVersion, Rotation
 from rotation.providers import CredentialProvider, CredentialProviderError, get_provider
 from rotation.providers.retirement import versions_mark_retiring, versions_retire_after_commit
+from rotation.redaction import redact
 from rotation.services.enqueue import rotations_enqueue
 from rotation.services.locks import rotations_lock
 from rotation.services.timing import stuck_after
@@ -218,7 +219,7 @@ def _record(made: list[_Made]) -> dict[int, str]:
 
 
 def _prepare_fail(rotation: Rotation, exc: Exception | None) -> str:
-    message = f"Credential provider: {exc}"[:500]
+    message = redact(f"Credential provider: {exc}", limit=500)
     logger.warning("rotation %s: provider failed (%s)", rotation.pk, type(exc).__name__)
     rotation.state = State.FAILED
     rotation.last_error = message

@@ -21,6 +21,7 @@ import requests
 from django.conf import settings
 from requests.adapters import HTTPAdapter
 
+from rotation.redaction import secret_values
 from rotation.vercel.contract import ENVIRONMENTS, is_valid_env_name
 from rotation.vercel.errors import error_from_response, error_from_transport, refusal
 
@@ -221,10 +222,7 @@ def update_resource_secrets(
         )
     else:
         raise refusal(f"endpoint must be one of {', '.join(ENDPOINTS)}")
-    hidden = [token]
-    for secret in secrets:
-        hidden.append(secret["value"])
-        hidden.extend((secret.get("environmentOverrides") or {}).values())
+    hidden = [token, *secret_values(secrets)]
     _request(
         "PUT",
         path,

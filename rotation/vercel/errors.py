@@ -15,6 +15,8 @@ from typing import Any
 
 import requests
 
+from rotation.redaction import redact
+
 # Waits Vercel asks for are clamped: tiny or negative values have been seen, and a huge one
 # must not park a worker for hours.
 RETRY_AFTER_MIN = 0.5
@@ -145,15 +147,9 @@ def parse_retry_after(
     return None
 
 
-def _scrub(text: str, hidden: list[str]) -> str:
-    for value in hidden:
-        if value and len(value) >= 4:
-            text = text.replace(value, "[redacted]")
-    return text
-
-
 def error_from_response(response: requests.Response, hidden: list[str]) -> VercelError:
-    """Vercel's error body (or the status alone) as an error; `hidden` values are redacted."""
+    """Vercel's error body (or the status alone) as an error; `hidden` values, runs of them
+    and URL passwords are masked (rotation.redaction)."""
     status = response.status_code
     error: Any = None
     try:
@@ -172,8 +168,9 @@ def error_from_response(response: requests.Response, hidden: list[str]) -> Verce
         reason = response.reason or ""
         kind = "" if error else " (no Vercel error body)"
         message = f"HTTP {status} {reason}".strip() + kind
-    message = _scrub(message, hidden)[:MESSAGE_LIMIT]
-    code = _scrub(code, hidden)[:64]
+    # Masked before cut: an echo of a secret, whole or in part, never survives.
+    message = redact(message, hidden, limit=MESSAGE_LIMIT)
+    code = redact(code, hidden, limit=64)
     transient = status >= 500 or status in TRANSIENT_4XX
     retry_after = None
     if transient:

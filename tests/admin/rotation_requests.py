@@ -1,6 +1,7 @@
 """Asking for rotations through the admin as staff do: log in, select resources, confirm."""
 
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.http import HttpRequest
 
 from rotation.models import RotationBatch
 from tests.conftest import PASSWORD
@@ -9,7 +10,8 @@ CHANGELIST = "/admin/rotation/resource/"
 
 
 def login(client, user):
-    assert client.login(username=user.username, password=PASSWORD)
+    # django-axes checks every sign-in against its request.
+    assert client.login(request=HttpRequest(), username=user.username, password=PASSWORD)
     return client
 
 

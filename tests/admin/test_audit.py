@@ -259,3 +259,21 @@ def test_it_drills_down_by_date_without_scanning(client, carol, event):
         assert reverse("admin:rotation_auditevent_change", args=[event.pk]) in html, params
     html = body(client.get(CHANGELIST, {"created_at__year": now.year - 1}))
     assert reverse("admin:rotation_auditevent_change", args=[event.pk]) not in html
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+def test_it_exports_csv_without_formulas_after_any_delimiter(client, carol, delimiter):
+    """Finding 4: `x;=1+1;y` was written unquoted, a formula for a `;` spreadsheet."""
+    reasons = ["x;=1+1;y", "a,+2", "b\t-3", "c; @SUM(A1)", "d,\t=1", "e;\r=2", "plain"]
+    for text in reasons:
+        audit_record(action=AuditAction.RESOURCE_CHANGED, reason=text)
+    client.force_login(carol)
+    text = body(client.get(EXPORT_CSV, {"action": "resource.changed"}))
+    assert text.startswith('"id","created_at",')  # every cell quoted
+    assert '"x;\'=1+1;y"' in text
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    assert len(rows) > len(reasons)
+    for row in rows:
+        for cell in row:
+            assert not cell.strip(' "').startswith(("=", "+", "-", "@")), (delimiter, cell)
+            assert not cell.startswith(("\t", "\r")), (delimiter, cell)

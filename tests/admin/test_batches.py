@@ -98,7 +98,9 @@ def test_it_denies_and_audits_retry_and_cancel_without_permission(client, alice,
     assert batch.rotations.filter(state=Rotation.State.FAILED).count() == 3
     denied = AuditEvent.objects.filter(outcome="denied", actor_username="victor")
     assert denied.count() == 4
-    assert set(denied.values_list("batch_ref", flat=True)) == {batch.pk}
+    # Refused before the lookup: each event names the id that was asked for.
+    refs = set(denied.values_list("batch_ref", "rotation_ref"))
+    assert refs == {(batch.pk, None), (None, rotation.pk)}
 
 
 def button_urls(batch, rotation) -> dict[str, str]:
@@ -132,17 +134,20 @@ def test_it_audits_each_refused_button_post_once(client, alice, resources, perso
     assert batch.rotations.filter(state=Rotation.State.FAILED).count() == 3
 
 
-def test_it_answers_a_plain_403_to_pages_without_the_view_permission(
-    client, alice, dave, resources
-):
+def test_it_audits_the_403_of_pages_without_the_view_permission(client, alice, dave, resources):
     batch = request_batch(client, alice, resources)
     client.logout()
     login(client, dave)
-    before = AuditEvent.objects.count()
-    assert client.get(reverse("admin:rotation_batch_progress", args=[batch.pk])).status_code == 403
-    page = client.get(reverse("admin:rotation_rotationbatch_change", args=[batch.pk]))
-    assert page.status_code == 403
-    assert AuditEvent.objects.count() == before
+    seen = list(AuditEvent.objects.values_list("pk", flat=True))
+    progress = reverse("admin:rotation_batch_progress", args=[batch.pk])
+    assert client.get(progress).status_code == 403
+    page = reverse("admin:rotation_rotationbatch_change", args=[batch.pk])
+    assert client.get(page).status_code == 403
+    denied = AuditEvent.objects.exclude(pk__in=seen).order_by("pk")
+    assert [(e.action, e.outcome, e.actor_username, e.details["path"]) for e in denied] == [
+        ("admin.access_denied", "denied", "dave", progress),
+        ("admin.access_denied", "denied", "dave", page),
+    ]
 
 
 def test_it_warns_when_a_batch_button_finds_nothing_to_do(client, alice, resources):

@@ -121,3 +121,34 @@ def test_the_login_page_works_for_demo_style_users(client, alice):
         reverse("admin:login"), {"username": "alice", "password": PASSWORD, "next": "/admin/"}
     )
     assert response.status_code == 302
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("new_access_token", "vci_a\nb", "must be printable ASCII without spaces"),
+        ("new_access_token", "vci_a b", "must be printable ASCII without spaces"),
+        ("vercel_id", "icfg_\u202eadm", "is not a Vercel id"),
+        ("team_id", "team\uff3fx", "is not a Vercel id"),
+    ],
+)
+def test_the_installation_form_applies_the_import_rules(client, root, data, field, value, message):
+    """Finding 8: the form took tokens with line breaks (they failed only at push time)."""
+    client.force_login(root)
+    before = bytes(Installation.objects.get(pk=data.pk).access_token_encrypted)
+    post = {
+        "vercel_id": "icfg_adm",
+        "name": "Team",
+        "team_id": "team_x",
+        "endpoint": "current",
+        "status": "active",
+        "_save": "Save",
+        field: value,
+    }
+    response = client.post(reverse("admin:rotation_installation_change", args=[data.pk]), post)
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    installation = Installation.objects.get(pk=data.pk)
+    assert (installation.vercel_id, installation.team_id) == ("icfg_adm", "team_icfg_adm")
+    assert bytes(installation.access_token_encrypted) == before
+    assert "vci_a" not in response.content.decode()  # the refused token is not echoed

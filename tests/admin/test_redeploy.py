@@ -75,7 +75,8 @@ def test_it_refuses_and_audits_staff_without_the_permission(client, dave, alice,
     assert client.post(rollback_url(rotation), {"text": "x"}).status_code == 403
     denied = AuditEvent.objects.filter(outcome="denied").values_list("action", "actor_username")
     assert sorted(denied) == [
-        (AuditAction.REDEPLOY_CONFIRMED, "dave"),
+        (AuditAction.REDEPLOY_CONFIRMED, "dave"),  # the form page (GET)
+        (AuditAction.REDEPLOY_CONFIRMED, "dave"),  # the form (POST)
         (AuditAction.ROLLBACK_REQUESTED, "alice"),
     ]
     rotation.refresh_from_db()
@@ -99,7 +100,7 @@ def test_it_audits_a_refused_post_once_with_its_message(
     event = AuditEvent.objects.exclude(pk__in=seen).get()
     assert (event.action, event.outcome, event.actor_username) == (action, "denied", persona)
     assert event.details["message"] == "You do not have permission to do this."
-    assert (event.rotation_ref, event.resource_ref) == (rotation.pk, rotation.resource.vercel_id)
+    assert event.rotation_ref == rotation.pk  # refused before the lookup: the id asked for
 
 
 def test_it_asks_for_a_note_to_confirm_and_a_reason_to_roll_back(client, root, rotation):
@@ -235,4 +236,22 @@ def test_it_audits_hand_corrections_of_connected_projects(client, root, resource
     assert sorted((e.action, e.details["project"], e.details["change"]) for e in events) == [
         (AuditAction.PROJECT_CONNECTED, "prj_missed", "added"),
         (AuditAction.PROJECT_DISCONNECTED, "prj_b", "changed"),
+    ]
+
+
+@pytest.mark.parametrize("url", [confirm_url, rollback_url])
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_it_answers_403_for_missing_and_existing_rotations_alike(
+    client, dave, rotation, url, method
+):
+    """Finding 11: the lookup came first, so 404 versus 403 told which rotation ids exist."""
+    client.force_login(dave)
+    missing = Rotation(pk=rotation.pk + 1000)
+    seen = list(AuditEvent.objects.values_list("pk", flat=True))
+    for target in (rotation, missing):
+        assert getattr(client, method)(url(target), {"text": "x"}).status_code == 403
+    denied = AuditEvent.objects.exclude(pk__in=seen).order_by("pk")
+    assert [(e.outcome, e.actor_username, e.rotation_ref) for e in denied] == [
+        ("denied", "dave", rotation.pk),
+        ("denied", "dave", missing.pk),
     ]

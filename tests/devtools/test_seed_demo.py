@@ -2,6 +2,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.http import HttpRequest
 
 from rotation.models import CredentialVersion, Installation, Resource
 
@@ -31,7 +32,7 @@ def test_it_seeds_users_installations_and_resources_once(db, capsys):
 
 def test_demo_users_can_log_in(db, client):
     call_command("seed_demo")
-    assert client.login(username="support", password="support-demo-password")
+    assert client.login(request=HttpRequest(), username="support", password="support-demo-password")
     assert client.get("/admin/rotation/resource/").status_code == 200
 
 

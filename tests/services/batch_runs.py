@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rotation import services, tasks
 from rotation.models import Rotation, RotationBatch
+from rotation.redaction import secret_values
 
 State = Rotation.State
 
@@ -15,10 +16,5 @@ def run_batch(batch: RotationBatch) -> None:
         tasks.rotations_process(ids[start : start + services.CHUNK_SIZE])
 
 
-def all_values(secrets: list[dict]) -> list[str]:
-    """Every value of a secret set, overrides included."""
-    values = []
-    for secret in secrets:
-        values.append(secret["value"])
-        values.extend((secret.get("environmentOverrides") or {}).values())
-    return values
+# Every value of a secret set, overrides included.
+all_values = secret_values

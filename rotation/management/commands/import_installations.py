@@ -28,6 +28,10 @@ class Command(BaseCommand):
                 else ""
             )
             raise CommandError(f"{path}: not valid JSON{position}; nothing imported") from None
+        except RecursionError:
+            raise CommandError(
+                f"{path}: JSON nested too deeply to read; nothing imported"
+            ) from None
         try:
             result = installations_import(data=data, source=f"import_installations {path.name}")
         except ImportRefused as refused:
