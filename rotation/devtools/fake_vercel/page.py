@@ -20,7 +20,7 @@ def _row(*cells: str) -> str:
 
 
 def render_page(
-    *, resources: list[tuple[str, str, str, list[dict]]], stats: dict[str, Any]
+    *, resources: list[tuple[str, str, str, list[dict]]], stats: dict[str, Any], extra: str = ""
 ) -> bytes:
     """HTML for (installation, resource, product, secrets) rows, the first PAGE_RESOURCES."""
     rows = []
@@ -47,6 +47,6 @@ def render_page(
         "<table border='1' cellpadding='4'><thead><tr><th>installation</th><th>resource</th>"
         "<th>product</th><th>secret</th><th>value</th><th>overrides</th></tr></thead><tbody>"
         + ("".join(rows) or "<tr><td colspan='6'>no resources known yet</td></tr>")
-        + f"</tbody></table>{more}</body></html>"
+        + f"</tbody></table>{more}{extra}</body></html>"
     )
     return page.encode()

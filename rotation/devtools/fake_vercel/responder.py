@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from rotation.devtools.fake_vercel.endpoints import SecretsEndpoints
 from rotation.devtools.fake_vercel.faults import Faults
 from rotation.devtools.fake_vercel.installations import InstallationStore
+from rotation.devtools.fake_vercel.marketplace import render_marketplace
 from rotation.devtools.fake_vercel.page import render_page
 from rotation.devtools.fake_vercel.recording import RecordedRequest, Recorder
 from rotation.devtools.fake_vercel.wire import Answer, Handler, drop, error, read_body, send
@@ -107,6 +108,10 @@ class Responder:
 
     def _send_page(self, handler: Handler) -> None:
         answer = Answer(200)
-        answer.raw = render_page(resources=self.store.page_rows(), stats=self.recorder.stats)
+        answer.raw = render_page(
+            resources=self.store.page_rows(),
+            stats=self.recorder.stats,
+            extra=render_marketplace(self.store),
+        )
         answer.content_type = "text/html; charset=utf-8"
         send(handler, answer)

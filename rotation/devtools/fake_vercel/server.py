@@ -15,12 +15,13 @@ from rotation.devtools.fake_vercel.database import DatabaseReload, installations
 from rotation.devtools.fake_vercel.endpoints import SecretsEndpoints
 from rotation.devtools.fake_vercel.faults import Faults
 from rotation.devtools.fake_vercel.installations import InstallationStore, Secret
+from rotation.devtools.fake_vercel.marketplace import MarketplaceControls
 from rotation.devtools.fake_vercel.recording import RecordedRequest, Recorder
 from rotation.devtools.fake_vercel.responder import Responder
 from rotation.devtools.fake_vercel.wire import Answer, Server
 
 
-class FakeVercel:
+class FakeVercel(MarketplaceControls):
     """The stand-in: `start()`, point VERCEL_API_URL at `url`, then `stop()`."""
 
     def __init__(
@@ -54,11 +55,13 @@ class FakeVercel:
         # Without a config file the command learns installations from the database, and
         # looks again (at most once a second) when a call names one it does not know.
         reload = DatabaseReload(self._store, enabled=reload_from_database)
+        endpoints = SecretsEndpoints(self._store, reload)
+        self._marketplace = endpoints.marketplace
         self._respond = Responder(
             store=self._store,
             faults=self._faults,
             recorder=self._recorder,
-            endpoints=SecretsEndpoints(self._store, reload),
+            endpoints=endpoints,
             stopping=self._stopping,
         )
         self._server: Server | None = None
