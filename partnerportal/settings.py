@@ -156,6 +156,20 @@ VERCEL_API_URL = env.str("VERCEL_API_URL", default="https://api.vercel.com")
 VERCEL_CLIENT_SECRET = env.str("VERCEL_CLIENT_SECRET", default="")
 VERCEL_CONNECT_TIMEOUT = env.float("VERCEL_CONNECT_TIMEOUT", default=3.05)
 VERCEL_READ_TIMEOUT = env.float("VERCEL_READ_TIMEOUT", default=10.0)
+# The warning shown on a resource in the customer's Vercel dashboard after a push
+# (rotation.redeploy.notification): templates with {variables}, {resource}, {resource_id},
+# {installation_id} and {deadline}. An empty href sends no link.
+VERCEL_NOTIFICATION_TITLE = env.str(
+    "VERCEL_NOTIFICATION_TITLE", default="New credentials are in place: redeploy to use them"
+)
+VERCEL_NOTIFICATION_MESSAGE = env.str(
+    "VERCEL_NOTIFICATION_MESSAGE",
+    default=(
+        "{variables} of {resource} now hold new credentials. Redeploy the projects that use "
+        "this resource so they pick them up; the old credentials stop working after that."
+    ),
+)
+VERCEL_NOTIFICATION_HREF = env.str("VERCEL_NOTIFICATION_HREF", default="")
 
 # Redeploy tracking (rotation.redeploy): reminders, deadline, expiry of old credentials.
 VERCEL_WEBHOOK_MAX_BYTES = env.int("VERCEL_WEBHOOK_MAX_BYTES", default=1_000_000)

@@ -31,6 +31,11 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
         *SUPPORT_PERMISSIONS,
         ("rotation", "rotate_resource_emergency"),
         ("rotation", "rollback_rotation"),
+        # Installation tokens and the inventory check act on whole installations.
+        ("rotation", "rotate_installation_token"),
+        ("rotation", "sync_vercel_resources"),
+        ("rotation", "view_inventoryreport"),
+        ("rotation", "view_inventoryfinding"),
     ],
     COMPLIANCE: [
         ("rotation", "view_auditevent"),

@@ -8,7 +8,7 @@ from django.contrib.auth.models import Group
 from django.db import connection
 
 from rotation.models import Installation, Resource
-from rotation.roles import COMPLIANCE, SUPPORT, roles_sync
+from rotation.roles import COMPLIANCE, SUPPORT, SUPPORT_LEAD, roles_sync
 
 PASSWORD = "correct horse battery staple"
 
@@ -217,4 +217,23 @@ def on_vercel(fake_vercel, resource):
     installation = resource.installation
     fake_vercel.load_from_database()
     fake_vercel.set_secrets(installation.vercel_id, resource.vercel_id, NEW_SECRETS)
+    return fake_vercel
+
+
+# The Marketplace surfaces (token rotation, inventory, notification).
+
+MARKETPLACE_CLIENT_SECRET = "integration-client-secret-for-tests"
+
+
+@pytest.fixture
+def lena(roles):
+    """Support lead."""
+    return make_user("lena", group=SUPPORT_LEAD)
+
+
+@pytest.fixture
+def market(fake_vercel, installation, settings):
+    """The stand-in knowing the installation (and its resource), and the client secret."""
+    settings.VERCEL_CLIENT_SECRET = MARKETPLACE_CLIENT_SECRET
+    fake_vercel.load_from_database()
     return fake_vercel

@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from rotation.admin.marketplace import InstallationMarketplaceAdmin, TokenAgeFilter
 from rotation.admin.rotate_action import RotateActionAdmin
 from rotation.audit import AuditAction, Origin, audit_record
 from rotation.models import ConnectedProject, Installation, Resource
@@ -49,7 +50,7 @@ class InstallationForm(forms.ModelForm):
 
 
 @admin.register(Installation)
-class InstallationAdmin(admin.ModelAdmin):
+class InstallationAdmin(InstallationMarketplaceAdmin):
     form = InstallationForm
     list_display = [
         "vercel_id",
@@ -58,15 +59,28 @@ class InstallationAdmin(admin.ModelAdmin):
         "endpoint",
         "status",
         "token_status",
+        "token_age",
+        "token_rotation",
         "resource_count",
     ]
-    list_filter = ["endpoint", "status"]
+    list_filter = ["endpoint", "status", TokenAgeFilter]
+    actions = ["rotate_access_token", "check_resources_on_vercel"]
     search_fields = ["vercel_id__exact", "name", "team_id__exact", "contact_email"]
-    readonly_fields = ["token_status", "created_at", "updated_at", "removed_at"]
+    readonly_fields = [
+        "token_status",
+        "token_age",
+        "token_rotation",
+        "created_at",
+        "updated_at",
+        "removed_at",
+    ]
     fieldsets = [
         (None, {"fields": ["vercel_id", "name", "team_id", "contact_email"]}),
         ("Vercel", {"fields": ["endpoint", "status", "removed_at"]}),
-        ("Access token", {"fields": ["token_status", "new_access_token"]}),
+        (
+            "Access token",
+            {"fields": ["token_status", "token_age", "token_rotation", "new_access_token"]},
+        ),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
 

@@ -7,8 +7,15 @@ from rotation.models.audit import (
     AuditEventQuerySet,
     audit_action_choices,
 )
+from rotation.models.inventory import InventoryFinding, InventoryReport
 from rotation.models.redeploy import RedeployCheck, Reminder, WebhookEvent
-from rotation.models.resources import ConnectedProject, CredentialVersion, Installation, Resource
+from rotation.models.resources import (
+    ConnectedProject,
+    CredentialVersion,
+    Installation,
+    Resource,
+    TokenRotationStep,
+)
 from rotation.models.rotations import Rotation, RotationBatch
 
 __all__ = [
@@ -19,11 +26,14 @@ __all__ = [
     "ConnectedProject",
     "CredentialVersion",
     "Installation",
+    "InventoryFinding",
+    "InventoryReport",
     "RedeployCheck",
     "Reminder",
     "Resource",
     "Rotation",
     "RotationBatch",
+    "TokenRotationStep",
     "WebhookEvent",
     "audit_action_choices",
 ]
