@@ -54,6 +54,13 @@ def _enqueue(rotation_id: int) -> None:
 def notifications_after_commit(rotation_ids: Iterable[int], *, wanted: str) -> None:
     """After the caller's transaction commits, set (or clear) these rotations' notifications."""
     ids = list(rotation_ids)
+    if ids and wanted == CLEAR:
+        # Most rotations never showed one (cancelled before the push): nothing to queue.
+        ids = list(
+            Rotation.objects.filter(pk__in=ids, notification_state__in=SHOWN).values_list(
+                "pk", flat=True
+            )
+        )
     if ids:
         # robust: a failure here is logged and never undoes or fails the rotation's change.
         transaction.on_commit(partial(notifications_request, ids, wanted=wanted), robust=True)
