@@ -327,6 +327,10 @@ class MarketplaceControls:
         held = self._store.credentials.resource(installation_id, resource_id)
         held.name, held.status = name, status
 
+    def remove_resource_on_vercel(self, installation_id: str, resource_id: str) -> None:
+        """Vercel no longer lists the resource (its calls answer 404)."""
+        self._store.forget_resource(installation_id, resource_id)
+
     def resource_on_vercel(self, installation_id: str, resource_id: str) -> ResourceOnVercel:
         """Vercel's name, status and notification of a resource."""
         return self._store.credentials.resource(installation_id, resource_id)
