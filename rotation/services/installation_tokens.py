@@ -90,7 +90,7 @@ def installation_tokens_rotate_request(
     with transaction.atomic():
         installations = Installation.objects.select_for_update().filter(pk__in=installation_ids)
         for installation in installations.order_by("pk"):
-            reason = _why_not(installation, now)
+            reason = _why_not(installation)
             if reason:
                 result.refused.append((installation.vercel_id, reason))
                 continue
@@ -124,7 +124,7 @@ def installation_tokens_rotate_request(
     return result
 
 
-def _why_not(installation: Installation, now: datetime) -> str:
+def _why_not(installation: Installation) -> str:
     if installation.status == Installation.Status.REMOVED:
         return "the installation was removed on Vercel"
     if not installation.has_access_token:
