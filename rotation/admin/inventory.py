@@ -69,15 +69,7 @@ class InventoryReportAdmin(ReadOnlyModelAdmin):
 class InventoryFindingAdmin(ReadOnlyModelAdmin):
     """Every difference ever found, searchable by installation or resource."""
 
-    list_display = [
-        "report",
-        "installation_ref",
-        "resource_ref",
-        "kind",
-        "ours",
-        "theirs",
-        "applied",
-    ]
+    list_display = ("report", *FINDING_FIELDS)
     list_filter = ["kind", "applied"]
     search_fields = ["installation_ref__exact", "resource_ref__exact"]
     list_select_related = ["report"]

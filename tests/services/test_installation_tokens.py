@@ -52,7 +52,10 @@ def assert_rotated(market, installation) -> str:
     return new
 
 
-def test_it_rotates_checks_with_the_new_token_and_revokes_the_old(market, lena, installation):
+def test_it_rotates_checks_with_the_new_token_and_revokes_the_old(
+    market, lena, installation, caplog
+):
+    caplog.set_level("DEBUG")
     request(lena, installation)
     assert installation_token_advance(installation_id=installation.pk) == ""
     new = assert_rotated(market, installation)
@@ -73,6 +76,8 @@ def test_it_rotates_checks_with_the_new_token_and_revokes_the_old(market, lena, 
     raw = raw_database_bytes()
     assert new.encode() not in raw
     assert OLD.encode() not in raw
+    assert new not in caplog.text and OLD not in caplog.text
+    assert "credentials/revoke" in caplog.text
 
 
 def test_the_task_runs_after_the_request_commits(
