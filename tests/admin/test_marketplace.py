@@ -110,3 +110,16 @@ def test_the_rotation_page_shows_the_notification(client, root, resource):
     body = client.get(reverse("admin:rotation_rotation_change", args=[rotation.pk])).content
     assert b"Dashboard notification on Vercel" in body
     assert b"Resource not found" in body
+
+
+def test_findings_are_listed_and_searchable(client, lena, market, installation):
+    from rotation.services.inventory import inventory_check
+
+    resource = installation.resources.get()
+    market.remove_resource_on_vercel(installation.vercel_id, resource.vercel_id)
+    inventory_check(installation_ids=None, source="cli", actor=None, origin=None)
+    client.force_login(lena)
+    url = reverse("admin:rotation_inventoryfinding_changelist")
+    body = client.get(url + f"?q={installation.vercel_id}").content.decode()
+    assert resource.vercel_id in body
+    assert resource.vercel_id not in client.get(url + "?q=icfg_other").content.decode()
