@@ -265,6 +265,20 @@ VERCEL_OIDC_JWKS_URL = env.str(
 # Seconds the key set is cached, and the least time between two refetches for unknown keys.
 VERCEL_OIDC_JWKS_CACHE_SECONDS = env.float("VERCEL_OIDC_JWKS_CACHE_SECONDS", default=300)
 VERCEL_OIDC_JWKS_REFETCH_SECONDS = env.float("VERCEL_OIDC_JWKS_REFETCH_SECONDS", default=30)
+# The warning shown on a resource in the customer's Vercel dashboard after a push
+# (rotation.redeploy.notification): templates with {variables}, {resource}, {resource_id},
+# {installation_id} and {deadline}. An empty href sends no link.
+VERCEL_NOTIFICATION_TITLE = env.str(
+    "VERCEL_NOTIFICATION_TITLE", default="New credentials are in place: redeploy to use them"
+)
+VERCEL_NOTIFICATION_MESSAGE = env.str(
+    "VERCEL_NOTIFICATION_MESSAGE",
+    default=(
+        "{variables} of {resource} now hold new credentials. Redeploy the projects that use "
+        "this resource so they pick them up; the old credentials stop working after that."
+    ),
+)
+VERCEL_NOTIFICATION_HREF = env.str("VERCEL_NOTIFICATION_HREF", default="")
 
 # Redeploy tracking (rotation.redeploy): reminders, deadline, expiry of old credentials.
 VERCEL_WEBHOOK_MAX_BYTES = env.int("VERCEL_WEBHOOK_MAX_BYTES", default=1_000_000)

@@ -33,6 +33,11 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
         ("rotation", "rotate_resource_emergency"),
         ("rotation", "rollback_rotation"),
         ("rotation", "switch_endpoint"),
+        # Installation tokens and the inventory check act on whole installations.
+        ("rotation", "rotate_installation_token"),
+        ("rotation", "sync_vercel_resources"),
+        ("rotation", "view_inventoryreport"),
+        ("rotation", "view_inventoryfinding"),
     ],
     COMPLIANCE: [
         ("rotation", "view_auditevent"),

@@ -35,4 +35,4 @@ def rotations_process(rotation_ids: list[int]) -> int:
 
 def rotations_sweep() -> int:
     """The periodic sweeper: re-queue lost or due rotations; returns how many."""
-    return len(services.rotations_requeue_stuck())
+    return len(services.rotations_requeue_stuck()) + services.marketplace_requeue_due()

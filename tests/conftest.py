@@ -260,4 +260,16 @@ def vercel_oidc(settings, fake_vercel):
     settings.VERCEL_OIDC_ISSUER = fake_vercel.url
     settings.VERCEL_OIDC_JWKS_REFETCH_SECONDS = 0
     fake_vercel.partner.client_id = OIDC_CLIENT_ID
+
+
+# The Marketplace surfaces (token rotation, inventory, notification).
+
+MARKETPLACE_CLIENT_SECRET = "integration-client-secret-for-tests"
+
+
+@pytest.fixture
+def market(fake_vercel, installation, settings):
+    """The stand-in knowing the installation (and its resource), and the client secret."""
+    settings.VERCEL_CLIENT_SECRET = MARKETPLACE_CLIENT_SECRET
+    fake_vercel.load_from_database()
     return fake_vercel

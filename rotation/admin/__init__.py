@@ -1,6 +1,7 @@
 """Admin registrations, one module per area.
 
-Areas: `installations` (installations and resources, with the action from `rotate_action`),
+Areas: `installations` (installations and resources, with the action from `rotate_action`
+and those of `marketplace`: token rotation and inventory check), `inventory` (its reports),
 `batches`, `rotations`, `redeploy` (dashboard, confirm a redeploy, roll back, webhook
 deliveries), `policies` (rotation policies, credential ages), `audit` and `lockouts`
 (sign-in lockouts). Parts they share: `staff_actions` (permission, audited refusal, service
@@ -14,6 +15,7 @@ from rotation.admin import (  # noqa: F401
     audit,
     batches,
     installations,
+    inventory,
     lockouts,
     policies,
     redeploy,

@@ -16,6 +16,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
+from rotation.admin.marketplace import InstallationMarketplaceAdmin, TokenAgeFilter
 from rotation.admin.rotate_action import RotateActionAdmin
 from rotation.admin.staff_actions import ENDPOINT_SWITCH
 from rotation.audit import AuditAction, Origin, RotationRefused, audit_record
@@ -84,7 +85,7 @@ class InstallationForm(forms.ModelForm):
 
 
 @admin.register(Installation)
-class InstallationAdmin(admin.ModelAdmin):
+class InstallationAdmin(InstallationMarketplaceAdmin):
     form = InstallationForm
     list_display = [
         "vercel_id",
@@ -93,17 +94,29 @@ class InstallationAdmin(admin.ModelAdmin):
         "endpoint",
         "status",
         "token_status",
+        "token_age",
+        "token_rotation",
         "resource_count",
         "open_rotation_count",
     ]
-    list_filter = ["endpoint", "status"]
-    actions = ["switch_to_current_endpoint"]
+    list_filter = ["endpoint", "status", TokenAgeFilter]
+    actions = ["switch_to_current_endpoint", "rotate_access_token", "check_resources_on_vercel"]
     search_fields = ["vercel_id__exact", "name", "team_id__exact", "contact_email"]
-    readonly_fields = ["token_status", "created_at", "updated_at", "removed_at"]
+    readonly_fields = [
+        "token_status",
+        "token_age",
+        "token_rotation",
+        "created_at",
+        "updated_at",
+        "removed_at",
+    ]
     fieldsets = [
         (None, {"fields": ["vercel_id", "name", "team_id", "contact_email"]}),
         ("Vercel", {"fields": ["endpoint", "status", "removed_at"]}),
-        ("Access token", {"fields": ["token_status", "new_access_token"]}),
+        (
+            "Access token",
+            {"fields": ["token_status", "token_age", "token_rotation", "new_access_token"]},
+        ),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
 

@@ -64,6 +64,17 @@ class RotationAdmin(ReadOnlyModelAdmin):
                 ]
             },
         ),
+        (
+            "Dashboard notification on Vercel",
+            {
+                "fields": [
+                    "notification_state",
+                    "notification_attempts",
+                    "notification_error",
+                    "notification_next_attempt_at",
+                ]
+            },
+        ),
         ("Timeline (from the audit trail)", {"fields": ["timeline"]}),
     ]
     readonly_fields = ["resource_link", "batch_link", "timeline"]

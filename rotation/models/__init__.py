@@ -7,10 +7,17 @@ from rotation.models.audit import (
     AuditEventQuerySet,
     audit_action_choices,
 )
+from rotation.models.inventory import InventoryFinding, InventoryReport
 from rotation.models.partner_api import PartnerApiIdempotencyKey
 from rotation.models.policies import CredentialAge, RotationPolicy
 from rotation.models.redeploy import RedeployCheck, Reminder, WebhookEvent
-from rotation.models.resources import ConnectedProject, CredentialVersion, Installation, Resource
+from rotation.models.resources import (
+    ConnectedProject,
+    CredentialVersion,
+    Installation,
+    Resource,
+    TokenRotationStep,
+)
 from rotation.models.rotations import Rotation, RotationBatch
 
 __all__ = [
@@ -22,6 +29,8 @@ __all__ = [
     "CredentialAge",
     "CredentialVersion",
     "Installation",
+    "InventoryFinding",
+    "InventoryReport",
     "PartnerApiIdempotencyKey",
     "RedeployCheck",
     "Reminder",
@@ -29,6 +38,7 @@ __all__ = [
     "Rotation",
     "RotationBatch",
     "RotationPolicy",
+    "TokenRotationStep",
     "WebhookEvent",
     "audit_action_choices",
 ]

@@ -68,6 +68,20 @@ class AuditAction(models.TextChoices):
     ROTATION_STOPPED = "rotation.stopped", "Rotation stopped (installation removed)"
     ROLLBACK_REQUESTED = "rotation.rollback_requested", "Rollback requested"
     ROTATION_ROLLED_BACK = "rotation.rolled_back", "Rotation rolled back"
+    # Installation access tokens (rotation.services.installation_tokens).
+    TOKEN_ROTATION_REQUESTED = "installation.token_rotation_requested", "Token rotation requested"
+    TOKEN_ROTATED = "installation.token_rotated", "New access token stored"
+    TOKEN_VERIFIED = "installation.token_verified", "New access token checked on Vercel"
+    TOKEN_OLD_REVOKED = "installation.token_old_revoked", "Old access token revoked"
+    TOKEN_ROTATION_FAILED = "installation.token_rotation_failed", "Token rotation step failed"
+    # Inventory check (rotation.services.inventory).
+    INVENTORY_CHECKED = "inventory.checked", "Resources checked against Vercel"
+    INVENTORY_RESOURCE_UPDATED = "inventory.resource_updated", "Resource updated from Vercel"
+    INVENTORY_INSTALLATION_FAILED = "inventory.installation_failed", "Installation not checked"
+    # Dashboard notification (rotation.services.notifications).
+    NOTIFICATION_SET = "rotation.notification_set", "Dashboard notification set"
+    NOTIFICATION_CLEARED = "rotation.notification_cleared", "Dashboard notification cleared"
+    NOTIFICATION_FAILED = "rotation.notification_failed", "Dashboard notification failed"
 
 
 def audit_action_choices() -> list[tuple[str, str]]:

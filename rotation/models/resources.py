@@ -12,6 +12,15 @@ from django.utils import timezone
 from rotation import crypto
 
 
+class TokenRotationStep(models.TextChoices):
+    """Where an installation's token rotation stands; empty when none is running."""
+
+    NONE = "", "—"
+    REQUESTED = "requested", "Requested (rotate next)"
+    ROTATED = "rotated", "New token stored (check it next)"
+    VERIFIED = "verified", "New token works (revoke the old one next)"
+
+
 class Installation(models.Model):
     """A Vercel integration configuration (`icfg_...`) of one customer team."""
 
@@ -34,6 +43,18 @@ class Installation(models.Model):
     access_token_encrypted = models.BinaryField(default=b"", editable=False)
     access_token_key_id = models.CharField(max_length=32, blank=True, editable=False)
     access_token_set_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Token rotation (rotation.services.installation_tokens): the old token stays stored,
+    # encrypted, until Vercel confirms its revocation; the step says where to resume.
+    previous_access_token_encrypted = models.BinaryField(default=b"", editable=False)
+    previous_access_token_key_id = models.CharField(max_length=32, blank=True, editable=False)
+    token_rotation_step = models.CharField(
+        max_length=16, choices=TokenRotationStep, blank=True, default=""
+    )
+    token_rotation_requested_by = models.CharField(max_length=150, blank=True)
+    token_rotation_lease_until = models.DateTimeField(null=True, blank=True)
+    token_rotation_next_attempt_at = models.DateTimeField(null=True, blank=True)
+    token_rotation_attempts = models.PositiveIntegerField(default=0)
+    token_rotation_error = models.TextField(blank=True)
     removed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -41,7 +62,11 @@ class Installation(models.Model):
     class Meta:
         ordering = ["vercel_id"]
         indexes = [models.Index(fields=["team_id"]), models.Index(fields=["name"])]
-        permissions = [("switch_endpoint", "Can switch an installation's secrets endpoint")]
+        permissions = [
+            ("switch_endpoint", "Can switch an installation's secrets endpoint"),
+            ("rotate_installation_token", "Can rotate installations' Vercel access tokens"),
+            ("sync_vercel_resources", "Can check resources against Vercel's list"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name or self.vercel_id} ({self.vercel_id})"
@@ -67,6 +92,29 @@ class Installation(models.Model):
             raise crypto.CryptoError(f"installation {self.vercel_id} has no access token")
         return crypto.decrypt(self.access_token_encrypted, aad=self._token_aad()).decode()
 
+    def _previous_token_aad(self) -> bytes:
+        return crypto.associated_data("rotation_installation", self.pk, "previous_access_token")
+
+    def keep_previous_access_token(self, token: str) -> None:
+        """Encrypt the token being replaced into this row, until its revocation."""
+        self.previous_access_token_encrypted = crypto.encrypt(
+            token.encode(), aad=self._previous_token_aad()
+        )
+        self.previous_access_token_key_id = crypto.key_id_of(self.previous_access_token_encrypted)
+
+    def previous_access_token(self) -> str:
+        """The decrypted replaced token; raises CryptoError when it cannot be read."""
+        if not self.previous_access_token_encrypted:
+            raise crypto.CryptoError(f"installation {self.vercel_id} has no previous token")
+        return crypto.decrypt(
+            self.previous_access_token_encrypted, aad=self._previous_token_aad()
+        ).decode()
+
+    def forget_previous_access_token(self) -> None:
+        """Wipe the replaced token (Vercel confirmed it is revoked)."""
+        self.previous_access_token_encrypted = b""
+        self.previous_access_token_key_id = ""
+
 
 class Resource(models.Model):
     """A Marketplace resource (e.g. one database) whose secrets we push to Vercel."""
@@ -75,6 +123,12 @@ class Resource(models.Model):
         READY = "ready", "Ready"
         SUSPENDED = "suspended", "Suspended"
         REMOVED = "removed", "Removed"
+        # Further statuses Vercel reports (applied by the inventory check).
+        PENDING = "pending", "Pending"
+        ONBOARDING = "onboarding", "Onboarding"
+        RESUMED = "resumed", "Resumed"
+        UNINSTALLED = "uninstalled", "Uninstalled"
+        ERROR = "error", "Error"
 
     installation = models.ForeignKey(
         Installation, on_delete=models.PROTECT, related_name="resources"

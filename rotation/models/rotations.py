@@ -46,6 +46,16 @@ class RotationBatch(models.Model):
 class Rotation(models.Model):
     """The rotation of one resource's credentials, from request to expiry of the old ones."""
 
+    class Notification(models.TextChoices):
+        """The warning on the resource in the customer's Vercel dashboard."""
+
+        NONE = "", "—"
+        SETTING = "setting", "Being set"
+        SET = "set", "Shown to the customer"
+        CLEARING = "clearing", "Being cleared"
+        CLEARED = "cleared", "Cleared"
+        FAILED = "failed", "Failed (see the error)"
+
     class State(models.TextChoices):
         REQUESTED = "requested", "Requested"
         PREPARING = "preparing", "Preparing"
@@ -100,6 +110,15 @@ class Rotation(models.Model):
     rollback_reason = models.TextField(blank=True)
     rollback_requested_by = models.CharField(max_length=150, blank=True)
     rollback_attempts = models.PositiveIntegerField(default=0)
+    # The dashboard notification (rotation.services.notifications): what it should be
+    # (`notification_wanted`: set or clear), where it stands, and its retries.
+    notification_state = models.CharField(
+        max_length=16, choices=Notification, blank=True, default=""
+    )
+    notification_wanted = models.CharField(max_length=8, blank=True)
+    notification_attempts = models.PositiveIntegerField(default=0)
+    notification_next_attempt_at = models.DateTimeField(null=True, blank=True)
+    notification_error = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-created_at"]

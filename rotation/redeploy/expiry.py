@@ -14,6 +14,7 @@ from django_q.tasks import async_task
 from rotation.audit import AuditAction, audit_record
 from rotation.models import AuditEvent, CredentialVersion, Rotation
 from rotation.providers.retirement import Retirement, versions_mark_retiring, versions_retire
+from rotation.redeploy.notification import notifications_after_commit
 from rotation.redeploy.reminders import reminders_cancel_open
 
 State = Rotation.State
@@ -136,6 +137,7 @@ def rotation_expire_old(*, rotation: Rotation) -> bool:
         ):
             return False
         reminders_cancel_open(rotation_ids=[rotation.pk])
+        notifications_after_commit([rotation.pk], wanted="clear")
         audit_record(
             action=AuditAction.OLD_CREDENTIALS_EXPIRED,
             actor_type=AuditEvent.ActorType.SYSTEM,

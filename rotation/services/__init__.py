@@ -33,7 +33,7 @@ from rotation.services.staff import (
     rotation_cancel,
     rotation_retry,
 )
-from rotation.services.sweeper import rotations_requeue_stuck
+from rotation.services.sweeper import marketplace_requeue_due, rotations_requeue_stuck
 from rotation.services.timing import chunk_budget, stuck_after
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "batch_dispatch",
     "batch_retry_failed",
     "chunk_budget",
+    "marketplace_requeue_due",
     "rotation_cancel",
     "rotation_prepare",
     "rotation_push",

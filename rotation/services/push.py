@@ -24,6 +24,7 @@ from rotation.crypto import CryptoError
 from rotation.models import CredentialVersion, Installation, Resource, Rotation
 from rotation.providers.retirement import versions_mark_retiring, versions_retire_after_commit
 from rotation.redeploy.begin import rotations_redeploy_begin
+from rotation.redeploy.notification import notifications_after_commit
 from rotation.services.backoff import resource_secrets_put
 from rotation.services.enqueue import rotations_enqueue
 from rotation.services.locks import rotation_lock, rotations_lock
@@ -301,6 +302,7 @@ def _succeed(pushes: list[_Push], pushed: set[int] | None = None) -> dict[int, s
             entry["details"]["redeploy"] = plan
         # Last: on PostgreSQL the audit chain's lock is held from here to the commit.
         audit_record_many(entries)
+        notifications_after_commit([rotation.pk for rotation, _, _ in done], wanted="set")
     if pushed is not None:
         pushed.update(rotation.pk for rotation, _, _ in done)
     return states

@@ -36,6 +36,7 @@ from rotation.audit import (
 from rotation.crypto import CryptoError
 from rotation.models import AuditEvent, CredentialVersion, Rotation
 from rotation.providers.retirement import versions_mark_retiring, versions_retire_after_commit
+from rotation.redeploy.notification import notifications_after_commit
 from rotation.redeploy.reminders import reminders_cancel_open
 from rotation.services.backoff import resource_secrets_put
 from rotation.services.locks import rotation_lock, rotations_lock
@@ -348,6 +349,7 @@ def _succeed(claim: _Claim) -> str:
             ]
         )
         reminders_cancel_open(rotation_ids=[rotation.pk])
+        notifications_after_commit([rotation.pk], wanted="clear")
         audit_record(
             action=AuditAction.ROTATION_ROLLED_BACK,
             resource=rotation.resource,

@@ -21,6 +21,7 @@ from rotation.providers.retirement import (
     versions_mark_retiring,
     versions_retire_queue_after_commit,
 )
+from rotation.redeploy.notification import notifications_after_commit
 from rotation.selectors import IN_CHUNK, chunked
 from rotation.services.enqueue import rotations_enqueue_after_commit
 from rotation.services.locks import rotation_lock
@@ -93,6 +94,7 @@ def _cancel_locked(rotation: Rotation) -> list[str]:
     rotation.state_changed_at = timezone.now()
     rotation.next_attempt_at = None
     rotation.save(update_fields=["state", "state_changed_at", "next_attempt_at"])
+    notifications_after_commit([rotation.pk], wanted="clear")
     return [str(pk) for pk in retiring]
 
 

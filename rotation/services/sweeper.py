@@ -13,8 +13,10 @@ from django_q.brokers import get_broker
 
 from rotation.audit import AuditAction, audit_record
 from rotation.models import Rotation
+from rotation.redeploy.notification import notifications_requeue
 from rotation.selectors import IN_CHUNK, chunked
 from rotation.services.enqueue import rotations_enqueue_after_commit
+from rotation.services.installation_tokens import installation_tokens_requeue
 from rotation.services.rollback import rollback_enqueue
 from rotation.services.timing import stuck_after
 
@@ -107,3 +109,8 @@ def _rollbacks_requeue(*, now: datetime, stale: datetime, queue_empty: bool) -> 
     for rotation_id in ids:
         transaction.on_commit(partial(rollback_enqueue, rotation_id))
     return ids
+
+
+def marketplace_requeue_due(*, now: datetime | None = None) -> int:
+    """Resume token rotations and dashboard notifications that are due or lost their task."""
+    return len(installation_tokens_requeue(now=now)) + len(notifications_requeue(now=now))

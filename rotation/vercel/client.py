@@ -159,24 +159,30 @@ def _request(
     path: str,
     *,
     token: str,
-    body: dict[str, Any],
+    body: dict[str, Any] | None,
     hidden: list[str],
     session: requests.Session | None,
-) -> None:
+    params: dict[str, str] | None = None,
+) -> Any:
+    """Send one call; returns the answer's JSON (None when it has no body)."""
     _check_token(token)
     url = _base_url() + path
     session = session or default_session()
-    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-    headers = {
-        "Authorization": f"Bearer {token}",
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-    }
+    data = None if body is None else json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    headers = {"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT}
+    if data is not None:
+        headers["Content-Type"] = "application/json"
     timeout = (settings.VERCEL_CONNECT_TIMEOUT, settings.VERCEL_READ_TIMEOUT)
     started = time.monotonic()
     try:
         response = session.request(
-            method, url, data=data, headers=headers, timeout=timeout, allow_redirects=False
+            method,
+            url,
+            data=None if data is None else data.encode(),
+            params=params,
+            headers=headers,
+            timeout=timeout,
+            allow_redirects=False,
         )
     except requests.RequestException as exc:
         error = error_from_transport(exc)
@@ -186,12 +192,22 @@ def _request(
             logger.info(
                 "vercel %s %s -> %s in %.0f ms", method, path, response.status_code, elapsed_ms
             )
-            return
+            return _answer_json(response)
         error = error_from_response(response, hidden)
     logger.warning(
         "vercel %s %s failed: %s", method, path, error, extra={"vercel_code": error.code}
     )
     raise error
+
+
+def _answer_json(response: requests.Response) -> Any:
+    # Callers that need an answer check its shape (see rotation.vercel.marketplace).
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def update_resource_secrets(

@@ -41,6 +41,9 @@ def installations_from_database(store: InstallationStore) -> int:
             if resource.status != Resource.Status.REMOVED
         }
         store.replace(installation.vercel_id, token, resources)
+        store.credentials.learn_names(
+            installation.vercel_id, {r.vercel_id: r.name for r in installation.resources.all()}
+        )
         count += 1
     return count
 

@@ -5,12 +5,12 @@ variable names), then applied to the installation store.
 
 from __future__ import annotations
 
-import hmac
 import re
 from collections.abc import Callable
 from urllib.parse import unquote
 
 from rotation.devtools.fake_vercel.installations import InstallationStore
+from rotation.devtools.fake_vercel.marketplace import MarketplaceEndpoints, live_token_check
 from rotation.devtools.fake_vercel.recording import RecordedRequest
 from rotation.devtools.fake_vercel.schema import name_problems, request_schemas, schema_problems
 from rotation.devtools.fake_vercel.wire import Answer, Handler, error, parse_json
@@ -52,6 +52,7 @@ class SecretsEndpoints:
         self.store = store
         self.reload = reload
         self.deprecated_gone: int | None = None
+        self.marketplace = MarketplaceEndpoints(store, reload)
 
     def answer(
         self, handler: Handler, method: str, path: str, raw: bytes, recorded: RecordedRequest
@@ -69,7 +70,7 @@ class SecretsEndpoints:
             (match, operation) for pattern, operation in ROUTES if (match := pattern.match(path))
         ]
         if not found:
-            raise error(404, "not_found", "The requested path was not found")
+            return self.marketplace.answer(handler, method, path, raw, recorded)
         match, operation = found[0]
         if method != "PUT":
             raise error(405, "method_not_allowed", "Not allowed")
@@ -90,18 +91,8 @@ class SecretsEndpoints:
         return Answer(201)
 
     def _authorize(self, handler: Handler, installation_id: str) -> None:
-        header = handler.headers.get("Authorization") or ""
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise error(401, "unauthorized", "The request is missing an authentication token")
-        known = self.store.token_of(installation_id)
-        if (known is None or not _same(known, token)) and self.reload():
-            known = self.store.token_of(installation_id)
-        if known is None:
-            raise error(404, "not_found", "Installation not found")
-        if not _same(known, token):
-            raise error(403, "forbidden", "Not authorized")
+        # Rotated tokens are live until revoked; a revoked one is refused (marketplace.py).
+        live_token_check(handler, self.store, self.reload, installation_id)
 
     def _check_resource(self, ids: dict[str, str]) -> None:
         product = self.store.product_of(ids["installation"], ids["resource"])
@@ -111,7 +102,3 @@ class SecretsEndpoints:
             raise error(404, "not_found", "Resource not found")
         if "product" in ids and ids["product"] != product:
             raise error(404, "not_found", "Product not found")
-
-
-def _same(known: str, given: str) -> bool:
-    return hmac.compare_digest(known.encode(), given.encode())

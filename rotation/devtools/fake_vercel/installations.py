@@ -11,6 +11,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from rotation.devtools.fake_vercel.marketplace import CredentialLedger
+
 Secret = dict[str, Any]
 # (installation id, resource id, product, secrets held) for the page at `/`.
 PageRow = tuple[str, str, str, list[Secret]]
@@ -33,6 +35,8 @@ class InstallationStore:
         self._lock = threading.Lock()
         self._installations: dict[str, KnownInstallation] = {}
         self._secrets: dict[tuple[str, str], dict[str, Secret]] = {}
+        # Rotated and revoked tokens, and what Vercel holds of each resource (marketplace.py).
+        self.credentials = CredentialLedger()
 
     def add(self, installation_id: str, token: str, resources: dict[str, str]) -> None:
         """Know an installation, or give a known one this token and more resources."""
@@ -82,6 +86,24 @@ class InstallationStore:
         with self._lock:
             known = self._installations.get(installation_id)
             return None if known is None else known.resources.get(resource_id)
+
+    def installation_ids(self) -> list[str]:
+        """The installations known, by id."""
+        with self._lock:
+            return sorted(self._installations)
+
+    def resources_of(self, installation_id: str) -> dict[str, str]:
+        """The installation's resources (id -> product); empty when unknown."""
+        with self._lock:
+            known = self._installations.get(installation_id)
+            return {} if known is None else dict(known.resources)
+
+    def forget_resource(self, installation_id: str, resource_id: str) -> None:
+        """Vercel no longer holds this resource."""
+        with self._lock:
+            known = self._installations.get(installation_id)
+            if known is not None:
+                known.resources.pop(resource_id, None)
 
     def put_secrets(
         self, installation_id: str, resource_id: str, secrets: list[Secret], *, partial: bool

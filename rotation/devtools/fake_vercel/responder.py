@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from rotation.devtools.fake_vercel.endpoints import SecretsEndpoints
 from rotation.devtools.fake_vercel.faults import Faults
 from rotation.devtools.fake_vercel.installations import InstallationStore
+from rotation.devtools.fake_vercel.marketplace import render_marketplace
 from rotation.devtools.fake_vercel.page import render_page
 from rotation.devtools.fake_vercel.partner_calls import PartnerCaller
 from rotation.devtools.fake_vercel.recording import RecordedRequest, Recorder
@@ -118,7 +119,8 @@ class Responder:
         answer.raw = render_page(
             resources=self.store.page_rows(),
             stats=self.recorder.stats,
-            extra=self.caller.page_section() if self.caller else "",
+            extra=render_marketplace(self.store)
+            + (self.caller.page_section() if self.caller else ""),
         )
         answer.content_type = "text/html; charset=utf-8"
         send(handler, answer)

@@ -40,6 +40,8 @@ def schema_problems(schema: dict, value: Any, where: str = "body") -> list[str]:
     Strict: an object that lists its properties accepts no other key, even where the
     schema leaves `additionalProperties` out (as for `environmentOverrides`).
     """
+    if value is None and schema.get("nullable"):
+        return []
     if "oneOf" in schema:
         results = [schema_problems(option, value, where) for option in schema["oneOf"]]
         matches = sum(1 for problems in results if not problems)

@@ -15,13 +15,14 @@ from rotation.devtools.fake_vercel.database import DatabaseReload, installations
 from rotation.devtools.fake_vercel.endpoints import SecretsEndpoints
 from rotation.devtools.fake_vercel.faults import Faults
 from rotation.devtools.fake_vercel.installations import InstallationStore, Secret
+from rotation.devtools.fake_vercel.marketplace import MarketplaceControls
 from rotation.devtools.fake_vercel.partner_calls import PartnerCaller, SentRequest
 from rotation.devtools.fake_vercel.recording import RecordedRequest, Recorder
 from rotation.devtools.fake_vercel.responder import Responder
 from rotation.devtools.fake_vercel.wire import Answer, Server
 
 
-class FakeVercel:
+class FakeVercel(MarketplaceControls):
     """The stand-in: `start()`, point VERCEL_API_URL at `url`, then `stop()`."""
 
     def __init__(
@@ -69,6 +70,7 @@ class FakeVercel:
             client_id=client_id,
             issuer=issuer,
         )
+        self._marketplace = self._endpoints.marketplace
         self._respond = Responder(
             store=self._store,
             faults=self._faults,
