@@ -260,6 +260,7 @@ def vercel_oidc(settings, fake_vercel):
     settings.VERCEL_OIDC_ISSUER = fake_vercel.url
     settings.VERCEL_OIDC_JWKS_REFETCH_SECONDS = 0
     fake_vercel.partner.client_id = OIDC_CLIENT_ID
+    return fake_vercel
 
 
 # The Marketplace surfaces (token rotation, inventory, notification).

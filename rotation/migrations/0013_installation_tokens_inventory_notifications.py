@@ -18,6 +18,7 @@ SUPPORT_LEAD = [
     ("rotation", "confirm_redeploy"),
     ("rotation", "rotate_resource_emergency"),
     ("rotation", "rollback_rotation"),
+    ("rotation", "switch_endpoint"),
     ("rotation", "rotate_installation_token"),
     ("rotation", "sync_vercel_resources"),
     ("rotation", "view_inventoryreport"),
