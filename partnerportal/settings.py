@@ -20,10 +20,15 @@ DEBUG = env.bool("DEBUG", default=True)
 DEV_SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production"  # noqa: S105
 DEV_FIELD_ENCRYPTION_KEYS = "dev:ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE="
 DEV_AUDIT_FINGERPRINT_KEY = "dev-only-audit-fingerprint-key"
+DEV_AUDIT_CHAIN_KEY = "dev-only-audit-chain-key-do-not-use-in-production"
 
 SECRET_KEY = env.str("SECRET_KEY", default="")
 FIELD_ENCRYPTION_KEYS = env.str("FIELD_ENCRYPTION_KEYS", default="")
 AUDIT_FINGERPRINT_KEY = env.str("AUDIT_FINGERPRINT_KEY", default="")
+# The audit chain's HMAC key (rotation.audit.chain) and where signed checkpoints of its head
+# go (rotation.audit.anchors); both outside the database.
+AUDIT_CHAIN_KEY = env.str("AUDIT_CHAIN_KEY", default="")
+AUDIT_ANCHOR_URL = env.str("AUDIT_ANCHOR_URL", default="")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
 # The class that makes and retires credentials (see rotation.providers). Development uses
 # the demo provider, which production refuses: it pushes random values that open nothing.
@@ -34,6 +39,8 @@ if DEBUG:
     SECRET_KEY = SECRET_KEY or DEV_SECRET_KEY
     FIELD_ENCRYPTION_KEYS = FIELD_ENCRYPTION_KEYS or DEV_FIELD_ENCRYPTION_KEYS
     AUDIT_FINGERPRINT_KEY = AUDIT_FINGERPRINT_KEY or DEV_AUDIT_FINGERPRINT_KEY
+    AUDIT_CHAIN_KEY = AUDIT_CHAIN_KEY or DEV_AUDIT_CHAIN_KEY
+    AUDIT_ANCHOR_URL = AUDIT_ANCHOR_URL or f"file://{BASE_DIR / 'var' / 'audit-anchor.jsonl'}"
     ALLOWED_HOSTS = ALLOWED_HOSTS or ["127.0.0.1", "localhost", "[::1]", "testserver"]
     ROTATION_CREDENTIAL_PROVIDER = ROTATION_CREDENTIAL_PROVIDER or DEMO_CREDENTIAL_PROVIDER
 else:
@@ -44,6 +51,8 @@ else:
             ("SECRET_KEY", SECRET_KEY),
             ("FIELD_ENCRYPTION_KEYS", FIELD_ENCRYPTION_KEYS),
             ("AUDIT_FINGERPRINT_KEY", AUDIT_FINGERPRINT_KEY),
+            ("AUDIT_CHAIN_KEY", AUDIT_CHAIN_KEY),
+            ("AUDIT_ANCHOR_URL", AUDIT_ANCHOR_URL),
             ("ALLOWED_HOSTS", ALLOWED_HOSTS),
             ("ROTATION_CREDENTIAL_PROVIDER", ROTATION_CREDENTIAL_PROVIDER),
         ]
@@ -55,6 +64,7 @@ else:
             ("SECRET_KEY", SECRET_KEY, DEV_SECRET_KEY),
             ("FIELD_ENCRYPTION_KEYS", FIELD_ENCRYPTION_KEYS, DEV_FIELD_ENCRYPTION_KEYS),
             ("AUDIT_FINGERPRINT_KEY", AUDIT_FINGERPRINT_KEY, DEV_AUDIT_FINGERPRINT_KEY),
+            ("AUDIT_CHAIN_KEY", AUDIT_CHAIN_KEY, DEV_AUDIT_CHAIN_KEY),
         ]
         if value == dev_value
     ]
