@@ -128,13 +128,14 @@ def test_it_refuses_an_anchor_line_that_is_no_checkpoint(db, anchor):
 
 
 def test_it_checks_a_checkpoint_against_the_chain_at_its_event(db, anchor):
+    assert "empty chain, 0 events" in run("audit_checkpoint")
     record(3)
     run("audit_checkpoint")
     record(2)
     run("audit_checkpoint")
     output = run("verify_audit_log")
-    assert "audit chain intact: 7 events" in output
-    assert "2 of 2 checkpoints" in output
+    assert "audit chain intact: 8 events" in output
+    assert "3 of 3 checkpoints" in output
 
 
 def test_it_refuses_an_unknown_anchor_scheme_clearly_and_audits_it(db, settings):

@@ -18,7 +18,8 @@ class Command(BaseCommand):
             checkpoint = audit_checkpoint_write(via="command")
         except AnchorError as exc:
             raise CommandError(f"no checkpoint written: {exc}", returncode=1) from None
+        head = f"event #{checkpoint.last_id}" if checkpoint.last_id else "empty chain"
         self.stdout.write(
-            f"checkpoint written to {anchor_label()}: event #{checkpoint.last_id}, "
-            f"{checkpoint.count} events, hash {checkpoint.hash}, at {checkpoint.created_at}"
+            f"checkpoint written to {anchor_label()}: {head}, {checkpoint.count} events, "
+            f"hash {checkpoint.hash}, at {checkpoint.created_at}"
         )
