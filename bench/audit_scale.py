@@ -80,7 +80,7 @@ def reset_peak_rss() -> None:
 
 
 def event_rows(count: int):
-    """Rows of a valid chain, oldest first, with the app's canonical hash."""
+    """Rows of a valid chain, oldest first, with the app's canonical (keyed) hash."""
     from rotation.audit.chain import GENESIS_HASH, canonical_hash
 
     names = stored_columns()
@@ -109,6 +109,7 @@ def event_rows(count: int):
             "request_id": f"req-{index:08d}",
             "details": {"attempt": index % 3, "batch_size": 50, "ratio": 0.25},
             "prev_hash": prev,
+            "hash_scheme": 2,  # keyed, as the app writes them
         }
         values["hash"] = canonical_hash(values)
         prev = values["hash"]
@@ -121,7 +122,7 @@ def stored_columns() -> tuple[str, ...]:
     """Every column of an event but its id, in the order the chain hashes them."""
     from rotation.audit.chain import HASHED_FIELDS
 
-    return (*HASHED_FIELDS, "hash")
+    return (*HASHED_FIELDS, "hash", "hash_scheme")
 
 
 def fill(count: int) -> float:

@@ -29,8 +29,10 @@ MIN_HMAC_KEY_BYTES = 32
 SECRET_KEY = env.str("SECRET_KEY", default="")
 FIELD_ENCRYPTION_KEYS = env.str("FIELD_ENCRYPTION_KEYS", default="")
 AUDIT_FINGERPRINT_KEY = env.str("AUDIT_FINGERPRINT_KEY", default="")
-# Keys the audit chain's HMACs; kept outside the database so a rewrite cannot be recomputed.
+# The audit chain's HMAC key (rotation.audit.chain) and where signed checkpoints of its head
+# go (rotation.audit.anchors); both outside the database.
 AUDIT_CHAIN_KEY = env.str("AUDIT_CHAIN_KEY", default="")
+AUDIT_ANCHOR_URL = env.str("AUDIT_ANCHOR_URL", default="")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
 # The class that makes and retires credentials (see rotation.providers). Development uses
 # the demo provider, which production refuses: it pushes random values that open nothing.
@@ -44,6 +46,7 @@ if DEBUG:
     FIELD_ENCRYPTION_KEYS = FIELD_ENCRYPTION_KEYS or DEV_FIELD_ENCRYPTION_KEYS
     AUDIT_FINGERPRINT_KEY = AUDIT_FINGERPRINT_KEY or DEV_AUDIT_FINGERPRINT_KEY
     AUDIT_CHAIN_KEY = AUDIT_CHAIN_KEY or DEV_AUDIT_CHAIN_KEY
+    AUDIT_ANCHOR_URL = AUDIT_ANCHOR_URL or f"file://{BASE_DIR / 'var' / 'audit-anchor.jsonl'}"
     ALLOWED_HOSTS = ALLOWED_HOSTS or ["127.0.0.1", "localhost", "[::1]", "testserver"]
     ROTATION_CREDENTIAL_PROVIDER = ROTATION_CREDENTIAL_PROVIDER or DEMO_CREDENTIAL_PROVIDER
 else:
@@ -58,6 +61,7 @@ else:
             ("FIELD_ENCRYPTION_KEYS", FIELD_ENCRYPTION_KEYS),
             ("AUDIT_FINGERPRINT_KEY", AUDIT_FINGERPRINT_KEY),
             ("AUDIT_CHAIN_KEY", AUDIT_CHAIN_KEY),
+            ("AUDIT_ANCHOR_URL", AUDIT_ANCHOR_URL),
             ("ALLOWED_HOSTS", ALLOWED_HOSTS),
             ("ROTATION_CREDENTIAL_PROVIDER", ROTATION_CREDENTIAL_PROVIDER),
         ]

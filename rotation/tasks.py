@@ -9,8 +9,10 @@ from __future__ import annotations
 import time
 
 from rotation import services, vercel
+from rotation.audit.checkpoints import audit_checkpoint_write
 
 SWEEPER_SCHEDULE_NAME = "rotation: re-queue stuck rotations"
+AUDIT_CHECKPOINT_SCHEDULE_NAME = "rotation: audit checkpoint"
 
 
 def batch_fan_out(batch_id: int) -> int:
@@ -36,3 +38,8 @@ def rotations_process(rotation_ids: list[int]) -> int:
 def rotations_sweep() -> int:
     """The periodic sweeper: re-queue lost or due rotations; returns how many."""
     return len(services.rotations_requeue_stuck()) + services.marketplace_requeue_due()
+
+
+def audit_checkpoint() -> int | None:
+    """The hourly schedule: anchor a signed checkpoint of the audit chain; returns its last id."""
+    return audit_checkpoint_write(via="schedule").last_id

@@ -1,10 +1,10 @@
-"""django-q2 task of the rotation policies: one daily schedule (created by migration 0011)."""
+"""django-q2 task of the rotation policies: one daily schedule (created by migration 0012)."""
 
 from __future__ import annotations
 
 from rotation.services.policy import rotations_request_overdue
 
-# Same name as in migration 0011 (migrations must not import app code).
+# Same name as in migration 0012 (migrations must not import app code).
 POLICY_SCHEDULE_NAME = "rotation: rotate credentials past their policy age"
 
 

@@ -21,6 +21,41 @@ def vercel_stays_local(settings):
 
 
 @pytest.fixture(autouse=True)
+def audit_anchor_per_test(settings, tmp_path):
+    """Each test anchors audit checkpoints in a file of its own, never the project's var/."""
+    settings.AUDIT_ANCHOR_URL = f"file://{tmp_path / 'audit-anchor.jsonl'}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def flush_keeps_audit_triggers():
+    """Flushing the test database (after transactional tests) deletes every row; on SQLite the
+    audit table's append-only triggers would refuse that. The flush drops and re-creates them
+    around its DELETEs, in its own transaction, as the real triggers they are."""
+    if connection.vendor != "sqlite":  # PostgreSQL flushes with TRUNCATE: no row triggers
+        yield
+        return
+    operations = type(connection.ops)
+    plain_sql_flush = operations.sql_flush
+
+    def sql_flush(self, style, tables, **kwargs):
+        statements = plain_sql_flush(self, style, tables, **kwargs)
+        if "rotation_auditevent" not in tables:
+            return statements
+        with self.connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT name, sql FROM sqlite_master "
+                "WHERE type = 'trigger' AND tbl_name = 'rotation_auditevent'"
+            )
+            triggers = cursor.fetchall()
+        drops = [f'DROP TRIGGER "{name}"' for name, _ in triggers]
+        return drops + statements + [sql for _, sql in triggers]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(operations, "sql_flush", sql_flush)
+        yield
+
+
+@pytest.fixture(autouse=True)
 def provider_doubles_forget():
     """The test providers record calls on their classes (settings name a class, not an
     object); every test starts and ends with nothing recorded."""

@@ -12,6 +12,7 @@ PRODUCTION = {
     "FIELD_ENCRYPTION_KEYS": crypto.generate_key("prod1"),
     "AUDIT_FINGERPRINT_KEY": "fingerprint-key-for-tests-0123456789",
     "AUDIT_CHAIN_KEY": "chain-key-for-tests-0123456789-abcdef",
+    "AUDIT_ANCHOR_URL": "file:///var/lib/partnerportal/audit-anchor.jsonl",
     "ALLOWED_HOSTS": "portal.example.com",
     "ROTATION_CREDENTIAL_PROVIDER": "tests.provider_doubles.PartnerBackendProvider",
 }
@@ -39,6 +40,7 @@ def test_it_names_every_missing_setting_at_once_when_debug_is_off():
         "FIELD_ENCRYPTION_KEYS",
         "AUDIT_FINGERPRINT_KEY",
         "AUDIT_CHAIN_KEY",
+        "AUDIT_ANCHOR_URL",
         "ALLOWED_HOSTS",
         "ROTATION_CREDENTIAL_PROVIDER",
     ):

@@ -1,9 +1,10 @@
 """The audit trail: append-only, hash-chained events of everything staff, Vercel and the
 system do, and the one way refusals are recorded.
 
-Modules: `chain` (canonical bytes, hashes, fingerprints), `trail` (appending events),
+Modules: `chain` (canonical bytes, keyed hashes, fingerprints), `trail` (appending events),
 `refusals` (the refusal helper), `origin` (actor and origin values), `verify` (walking the
-chain), `signals` (sign-in events). The model, `AuditEvent`, and `AuditAction` live in
+chain), `checkpoints` (signed checkpoints of the head) and `anchors` (where they are kept),
+`signals` (sign-in events). The model, `AuditEvent`, and `AuditAction` live in
 `rotation.models`.
 """
 

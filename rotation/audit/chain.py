@@ -1,7 +1,12 @@
 """The audit chain's hashing: canonical bytes of an event, its hash, keyed fingerprints.
 
-Each event stores its predecessor's hash and its own SHA-256 over a canonical JSON of its
-fields (see `canonical_values`). Knows no database: the trail and the verifier use it.
+Each event stores its predecessor's hash and its own hash over a canonical JSON of its
+fields (see `canonical_values`): an HMAC-SHA256 under `AUDIT_CHAIN_KEY`, which lives outside
+the database, so someone who can write the database cannot rewrite an event and recompute
+the chain. Chains begun before the key existed keep their unkeyed SHA-256 events; a marker
+event (`audit.chain_keyed`, see `rotation.audit.trail`) starts the keyed segment and, being
+keyed itself, seals the unkeyed events before it. Knows no database: the trail and the
+verifier use it.
 """
 
 from __future__ import annotations
@@ -16,16 +21,17 @@ import json
 import math
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 from django.utils import timezone
 
-if TYPE_CHECKING:
-    from rotation.models import AuditEvent
+from rotation.models.audit import AuditEvent
 
 GENESIS_HASH = "0" * 64
+HashScheme = AuditEvent.HashScheme
 FINGERPRINT_PREFIX = "hmac-sha256:"
 # Keys of `details` that must never carry a plain string: only a fingerprint is accepted.
 SECRET_KEYS = frozenset(
@@ -128,15 +134,16 @@ def _canonical_time(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def canonical_values(values: Mapping[str, Any]) -> bytes:
+def canonical_values(values: Mapping[str, Any], *, version: int = 1) -> bytes:
     """The bytes hashed for one event, given its HASHED_FIELDS (from the model or the DB).
 
-    A JSON object with sorted keys, no spaces, ASCII only (non-ASCII as \\u escapes); the
+    `version` is the event's hash scheme, written as "v" so the scheme is hashed too. A JSON
+    object with sorted keys, no spaces, ASCII only (non-ASCII as \\u escapes); the
     time as UTC with microseconds and a Z; empty text as ""; missing numbers as null;
     the IP address as Python's normal form (PostgreSQL's inet may print it differently);
     details re-read through JSON so a value and its database round trip hash the same.
     """
-    canonical: dict[str, Any] = {"v": 1}
+    canonical: dict[str, Any] = {"v": version}
     for name in HASHED_FIELDS:
         value = values[name]
         if name == "created_at":
@@ -155,14 +162,34 @@ def canonical_values(values: Mapping[str, Any]) -> bytes:
     return _canonical_dumps(canonical).encode("ascii")
 
 
-def canonical_hash(values: Mapping[str, Any]) -> str:
-    """SHA-256 (hex) of `canonical_values`."""
-    return hashlib.sha256(canonical_values(values)).hexdigest()
+def audit_chain_key() -> bytes:
+    """The chain's HMAC key (`AUDIT_CHAIN_KEY`, UTF-8), read at call time."""
+    key = settings.AUDIT_CHAIN_KEY
+    if not key:
+        raise ImproperlyConfigured("AUDIT_CHAIN_KEY is not set: the audit chain cannot be keyed")
+    return key.encode() if isinstance(key, str) else bytes(key)
 
 
-def event_hash(event: AuditEvent) -> str:
-    """SHA-256 over the canonical JSON of the event's fields and its predecessor's hash."""
-    return canonical_hash({name: getattr(event, name) for name in HASHED_FIELDS})
+def canonical_hash(values: Mapping[str, Any], *, key: bytes | None = None) -> str:
+    """The hash (hex) of `canonical_values` under the scheme `values["hash_scheme"]` names.
+
+    HMAC-SHA256 under `key` (default `audit_chain_key()`) for keyed events, plain SHA-256
+    for the unkeyed events of a chain begun before the key; ValueError for any other scheme.
+    """
+    try:
+        scheme = HashScheme(int(values["hash_scheme"]))
+    except (TypeError, ValueError):
+        raise ValueError(f"unknown audit hash scheme {values['hash_scheme']!r}") from None
+    data = canonical_values(values, version=scheme.value)
+    if scheme == HashScheme.SHA256:
+        return hashlib.sha256(data).hexdigest()
+    return hmac.new(audit_chain_key() if key is None else key, data, hashlib.sha256).hexdigest()
+
+
+def event_hash(event: AuditEvent, *, key: bytes | None = None) -> str:
+    """The hash over the canonical JSON of the event's fields and its predecessor's hash."""
+    values = {name: getattr(event, name) for name in HASHED_FIELDS}
+    return canonical_hash({**values, "hash_scheme": event.hash_scheme}, key=key)
 
 
 def fingerprint(value: str) -> str:

@@ -5,6 +5,10 @@ advisory lock taken before the head of the chain is read and held until the call
 transaction ends; on SQLite by its single writer (our connections open transactions with
 BEGIN IMMEDIATE). A unique `prev_hash` makes a fork impossible even for a writer that
 bypasses the lock. Hashing lives in `rotation.audit.chain`.
+
+Every new event is keyed (HMAC under AUDIT_CHAIN_KEY). When the head is an unkeyed event of
+a chain begun before the key, the next append first writes the `audit.chain_keyed` marker:
+chained to that head and keyed itself, it seals the unkeyed events before it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from rotation.audit.chain import GENESIS_HASH, clean_details, clean_ip, clean_text, event_hash
+from rotation.audit.chain import (
+    GENESIS_HASH,
+    audit_chain_key,
+    clean_details,
+    clean_ip,
+    clean_text,
+    event_hash,
+)
 from rotation.models import AuditAction, AuditEvent
 
 if TYPE_CHECKING:
@@ -116,24 +127,41 @@ def _reserve_ids(count: int) -> list[int] | None:
         return sorted(row[0] for row in cursor.fetchall())
 
 
+def _keying_marker(unkeyed_head_id: int) -> AuditEvent:
+    """The event that starts the keyed segment after an unkeyed chain's head."""
+    return _build_event(
+        action=AuditAction.AUDIT_CHAIN_KEYED,
+        details={
+            "unkeyed_head_id": unkeyed_head_id,
+            "unkeyed_scheme": AuditEvent.HashScheme.SHA256.label,
+            "scheme": AuditEvent.HashScheme.HMAC_SHA256.label,
+        },
+    )
+
+
 def _append(events: list[AuditEvent]) -> list[AuditEvent]:
-    """Chain and insert events, in order, under the chain lock."""
+    """Chain and insert events, in order, under the chain lock; returns `events`."""
+    key = audit_chain_key()  # before the lock: a missing key fails without writing
     with transaction.atomic():
         _lock_chain()
-        last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
-        previous = last or GENESIS_HASH
-        for event in events:
+        head = AuditEvent.objects.order_by("-id").values("id", "hash", "hash_scheme").first()
+        chained = list(events)
+        if head and head["hash_scheme"] != AuditEvent.HashScheme.HMAC_SHA256:
+            chained.insert(0, _keying_marker(head["id"]))
+        previous = head["hash"] if head else GENESIS_HASH
+        for event in chained:
+            event.hash_scheme = AuditEvent.HashScheme.HMAC_SHA256
             event.prev_hash = previous
-            event.hash = previous = event_hash(event)
-        if len(events) == 1:
-            events[0].save(force_insert=True)
+            event.hash = previous = event_hash(event, key=key)
+        if len(chained) == 1:
+            chained[0].save(force_insert=True)
             return events
-        ids = _reserve_ids(len(events))
+        ids = _reserve_ids(len(chained))
         if ids is not None:
-            for event, pk in zip(events, ids, strict=True):
+            for event, pk in zip(chained, ids, strict=True):
                 event.pk = pk
         # The manager refuses bulk_create for everybody else; this is the one sanctioned path.
-        models.QuerySet.bulk_create(AuditEvent.objects.all(), events)
+        models.QuerySet.bulk_create(AuditEvent.objects.all(), chained)
     return events
 
 

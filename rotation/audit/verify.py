@@ -1,14 +1,22 @@
-"""Walk the audit hash chain in id order, in bounded memory, and name the first bad event."""
+"""Walk the audit hash chain in id order, in bounded memory, and name the first bad event.
+
+Besides each event's hash and link, the walk checks the hash schemes (unkeyed events only
+before the `audit.chain_keyed` marker, keyed ones from it or from the first event on, a
+keyed head) and the signed checkpoints of the anchor: the event each names must still be
+there with the same hash and count, so deleting the newest events is noticed.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from rotation.audit.chain import GENESIS_HASH, HASHED_FIELDS, canonical_hash
-from rotation.models import AuditEvent
+from rotation.audit.chain import GENESIS_HASH, HASHED_FIELDS, audit_chain_key, canonical_hash
+from rotation.audit.checkpoints import Checkpoint, checkpoints_sorted
+from rotation.models import AuditAction, AuditEvent
 
-COLUMNS = ("id", "hash", *HASHED_FIELDS)
+COLUMNS = ("id", "hash", "hash_scheme", *HASHED_FIELDS)
+KEYED = AuditEvent.HashScheme.HMAC_SHA256
 
 
 @dataclass(frozen=True)
@@ -19,8 +27,11 @@ class ChainReport:
     head_hash: str
     last_id: int | None
     bad_event_id: int | None = None
-    problem: str = ""  # modified, inserted, reordered, deleted, anchor_missing
+    # modified, inserted, reordered, deleted, anchor_missing, unkeyed, truncated,
+    # checkpoint_mismatch
+    problem: str = ""
     message: str = ""
+    checkpoints: int = 0  # checkpoints the chain was checked against
 
     @property
     def intact(self) -> bool:
@@ -76,44 +87,119 @@ def _link_problem(
     )
 
 
-def audit_log_verify(*, chunk_size: int = 5000, anchor: str = "") -> ChainReport:
-    """Recompute every hash and link; stop at the first event that does not fit."""
+def _scheme_problem(row: dict, previous: dict | None, keyed_from: int | None) -> str:
+    """Why the event's hash scheme is out of place ("" when it fits)."""
+    if row["hash_scheme"] == KEYED:
+        if (
+            keyed_from is None
+            and previous is not None
+            and row["action"] != (AuditAction.AUDIT_CHAIN_KEYED)
+        ):
+            return (
+                f"event #{row['id']} is keyed but follows unkeyed events without the "
+                f"{AuditAction.AUDIT_CHAIN_KEYED.value} marker"
+            )
+        return ""
+    if keyed_from is not None:
+        return (
+            f"event #{row['id']} claims the unkeyed scheme, but the chain is keyed from "
+            f"event #{keyed_from} on"
+        )
+    return ""
+
+
+def _hash_problem(row: dict, key: bytes) -> str:
+    try:
+        matches = canonical_hash(row, key=key) == row["hash"]
+    except ValueError:
+        matches = False
+    return "" if matches else f"event #{row['id']} was modified: its contents do not match its hash"
+
+
+def _checkpoint_problem(checkpoint: Checkpoint, row: dict | None, count: int) -> tuple[str, str]:
+    """Compare the checkpoint with the chain's event at or after its id (None: chain ended)."""
+    if row is None or row["id"] != checkpoint.last_id:
+        if row is None:
+            return (
+                "truncated",
+                f"the chain ends after {count} events, but the checkpoint of "
+                f"{checkpoint.created_at} names event #{checkpoint.last_id} ({checkpoint.count} "
+                f"events): the newest events were deleted",
+            )
+        return (
+            "truncated",
+            f"event #{checkpoint.last_id}, the head at the checkpoint of "
+            f"{checkpoint.created_at}, is no longer in the chain: events were deleted",
+        )
+    if row["hash"] != checkpoint.hash or count != checkpoint.count:
+        return (
+            "checkpoint_mismatch",
+            f"event #{row['id']} (hash {row['hash'][:16]}…, {count} events) does not match the "
+            f"checkpoint of {checkpoint.created_at} (hash {checkpoint.hash[:16]}…, "
+            f"{checkpoint.count} events)",
+        )
+    return "", ""
+
+
+def audit_log_verify(
+    *, chunk_size: int = 5000, anchor: str = "", checkpoints: Sequence[Checkpoint] = ()
+) -> ChainReport:
+    """Recompute every hash and link; stop at the first event or checkpoint that does not fit.
+
+    `checkpoints` come from `rotation.audit.checkpoints.checkpoints_read` (signatures checked).
+    """
+    key = audit_chain_key()
+    pending = checkpoints_sorted(checkpoints)
+    checked = len(checkpoints) - len(pending)  # those of the empty chain hold at any length
     rows = _rows(chunk_size)
     count = 0
     previous: dict | None = None
     before_previous_hash: str | None = None
     expected_prev = GENESIS_HASH
+    keyed_from: int | None = None
     anchor_seen = not anchor
     row = next(rows, None)
+
+    def report(bad_id: int | None, problem: str, message: str) -> ChainReport:
+        last_id = previous["id"] if previous else None
+        return ChainReport(count, expected_prev, last_id, bad_id, problem, message, checked)
+
     while row is not None:
         nxt = next(rows, None)
-        if canonical_hash(row) != row["hash"]:
-            return ChainReport(
-                count,
-                expected_prev,
-                previous["id"] if previous else None,
-                row["id"],
-                "modified",
-                f"event #{row['id']} was modified: its contents do not match its hash",
-            )
+        if message := _scheme_problem(row, previous, keyed_from) or _hash_problem(row, key):
+            return report(row["id"], "modified", message)
         if row["prev_hash"] != expected_prev:
             bad_id, problem, message = _link_problem(row, previous, before_previous_hash, nxt)
-            last_id = previous["id"] if previous else None
-            return ChainReport(count, expected_prev, last_id, bad_id, problem, message)
+            return report(bad_id, problem, message)
         anchor_seen = anchor_seen or row["hash"] == anchor
+        if keyed_from is None and row["hash_scheme"] == KEYED:
+            keyed_from = row["id"]
         count += 1
+        while pending and (pending[0].last_id or 0) <= row["id"]:
+            problem, message = _checkpoint_problem(pending.pop(0), row, count)
+            if problem:
+                return report(
+                    row["id"] if problem == "checkpoint_mismatch" else None, problem, message
+                )
+            checked += 1
         before_previous_hash = expected_prev
         expected_prev = row["hash"]
         previous = {"id": row["id"], "hash": row["hash"]}
         row = nxt
-    last_id = previous["id"] if previous else None
+    if pending:
+        return report(None, *_checkpoint_problem(pending[0], None, count))
     if not anchor_seen:
-        return ChainReport(
-            count,
-            expected_prev,
-            last_id,
+        return report(
             None,
             "anchor_missing",
             f"no event has the anchored hash {anchor}: events at or before it were removed",
         )
-    return ChainReport(count, expected_prev, last_id)
+    if count and keyed_from is None:
+        return report(
+            None,
+            "unkeyed",
+            "no event is keyed: the chain predates AUDIT_CHAIN_KEY and has not been continued "
+            "since (run manage.py audit_checkpoint to start its keyed segment), or it was "
+            "rewritten without the key",
+        )
+    return report(None, "", "")

@@ -34,6 +34,8 @@ class AuditAction(models.TextChoices):
     AUTH_LOGIN_DENIED = "auth.login_denied", "Sign-in refused (account may not use the admin)"
     AUTH_LOCKED_OUT = "auth.locked_out", "Sign-in locked out after repeated failures"
     AUTH_UNLOCKED = "auth.unlocked", "Sign-in lockout lifted by a superuser"
+    AUDIT_CHAIN_KEYED = "audit.chain_keyed", "Audit chain keyed (HMAC) from this event on"
+    AUDIT_CHECKPOINTED = "audit.checkpointed", "Signed checkpoint of the audit chain anchored"
     # Rotate and push (rotation.services).
     ROTATION_REQUESTED = "rotation.requested", "Rotation requested"
     ROTATION_REQUEST_DENIED = "rotation.request_denied", "Rotation request refused"
@@ -116,6 +118,11 @@ class AuditEvent(models.Model):
         VERCEL = "vercel", "Vercel (webhook or request)"
         ANONYMOUS = "anonymous", "Anonymous"
 
+    class HashScheme(models.IntegerChoices):
+        # Also the "v" of the hashed JSON, so an event's scheme is bound into its hash.
+        SHA256 = 1, "SHA-256, unkeyed (events before the chain was keyed)"
+        HMAC_SHA256 = 2, "HMAC-SHA256 under AUDIT_CHAIN_KEY"
+
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor_type = models.CharField(max_length=16, choices=ActorType)
     actor_user_id = models.BigIntegerField(null=True, blank=True)
@@ -136,6 +143,9 @@ class AuditEvent(models.Model):
     # Unique: two events can never claim the same predecessor, so the chain cannot fork.
     prev_hash = models.CharField(max_length=64, unique=True)
     hash = models.CharField(max_length=64, unique=True)
+    hash_scheme = models.PositiveSmallIntegerField(
+        choices=HashScheme, default=HashScheme.HMAC_SHA256
+    )
 
     objects = AuditEventQuerySet.as_manager()
 

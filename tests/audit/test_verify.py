@@ -5,22 +5,12 @@ import io
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
 
 from rotation.audit import AuditAction, audit_record
 from rotation.audit.chain import canonical_hash
 from rotation.audit.verify import COLUMNS
 from rotation.models import AuditEvent
-
-
-def raw(sql, params=()):
-    """Run SQL as a DBA who first switches the append-only trigger off (PostgreSQL)."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE rotation_auditevent DISABLE TRIGGER USER")
-        cursor.execute(sql, params)
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE rotation_auditevent ENABLE TRIGGER USER")
+from tests.audit.tampering import raw
 
 
 def verify(*args):
@@ -94,9 +84,11 @@ def test_it_names_an_inserted_event(events):
         "INSERT INTO rotation_auditevent (id, created_at, actor_type, actor_user_id, "
         "actor_username, action, outcome, installation_ref, resource_ref, rotation_ref, "
         "batch_ref, reason, ticket, source_ip, user_agent, request_id, details, prev_hash, "
-        "hash) SELECT %s, created_at, actor_type, actor_user_id, actor_username, action, "
+        "hash, hash_scheme) SELECT %s, created_at, actor_type, actor_user_id, actor_username, "
+        "action, "
         "outcome, installation_ref, resource_ref, rotation_ref, batch_ref, 'forged', ticket, "
-        "source_ip, user_agent, request_id, details, %s, %s FROM rotation_auditevent "
+        "source_ip, user_agent, request_id, details, %s, %s, hash_scheme "
+        "FROM rotation_auditevent "
         "WHERE id = %s",
         [events[2] + 5, "f" * 64, forged_hash, events[2]],
     )
@@ -108,9 +100,11 @@ def test_it_names_an_inserted_event_with_a_made_up_hash(events):
         "INSERT INTO rotation_auditevent (id, created_at, actor_type, actor_user_id, "
         "actor_username, action, outcome, installation_ref, resource_ref, rotation_ref, "
         "batch_ref, reason, ticket, source_ip, user_agent, request_id, details, prev_hash, "
-        "hash) SELECT %s, created_at, actor_type, actor_user_id, actor_username, action, "
+        "hash, hash_scheme) SELECT %s, created_at, actor_type, actor_user_id, actor_username, "
+        "action, "
         "outcome, installation_ref, resource_ref, rotation_ref, batch_ref, reason, ticket, "
-        "source_ip, user_agent, request_id, details, %s, %s FROM rotation_auditevent "
+        "source_ip, user_agent, request_id, details, %s, %s, hash_scheme "
+        "FROM rotation_auditevent "
         "WHERE id = %s",
         [events[0] + 5, "e" * 64, "d" * 64, events[0]],
     )

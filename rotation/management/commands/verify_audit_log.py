@@ -1,14 +1,19 @@
-"""`manage.py verify_audit_log`: check the audit hash chain; exit 1 naming the first bad event."""
+"""`manage.py verify_audit_log`: check the audit chain against itself and the anchor's signed
+checkpoints; exit 1 naming the first bad event or checkpoint."""
 
 from django.core.management.base import BaseCommand, CommandError
 
+from rotation.audit.anchors import AnchorError, anchor_label
+from rotation.audit.checkpoints import CheckpointInvalid, checkpoints_read
 from rotation.audit.verify import audit_log_verify
 
 
 class Command(BaseCommand):
     help = (
-        "Recompute the audit trail's hash chain in id order. Exit 0 with the event count when "
-        "intact; exit 1 naming the first modified, inserted, reordered or deleted event."
+        "Recompute the audit trail's keyed hash chain in id order and check it against every "
+        "signed checkpoint in AUDIT_ANCHOR_URL. Exit 0 with the event count when intact; exit 1 "
+        "naming the first modified, inserted, reordered or deleted event, a truncated tail, or "
+        "a checkpoint whose signature does not match."
     )
 
     def add_arguments(self, parser):
@@ -20,7 +25,18 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, chunk_size: int, anchor: str, **options):
-        report = audit_log_verify(chunk_size=max(chunk_size, 2), anchor=anchor.strip())
+        try:
+            checkpoints = checkpoints_read()
+        except CheckpointInvalid as exc:
+            raise CommandError(
+                f"audit anchor {anchor_label()} refused (checkpoint_signature): {exc}",
+                returncode=1,
+            ) from None
+        except AnchorError as exc:
+            raise CommandError(f"audit anchor unusable: {exc}", returncode=1) from None
+        report = audit_log_verify(
+            chunk_size=max(chunk_size, 2), anchor=anchor.strip(), checkpoints=checkpoints
+        )
         if not report.intact:
             where = f"first bad event: #{report.bad_event_id} " if report.bad_event_id else ""
             raise CommandError(
@@ -30,5 +46,6 @@ class Command(BaseCommand):
             )
         self.stdout.write(
             f"audit chain intact: {report.count} events; last event #{report.last_id}; "
-            f"head hash {report.head_hash}"
+            f"{report.checkpoints} of {len(checkpoints)} checkpoints in {anchor_label()} "
+            f"matched; head hash {report.head_hash}"
         )
