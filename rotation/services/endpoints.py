@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.utils import timezone
 
+from rotation import vercel
 from rotation.audit import AuditAction, MaybeActor, Origin, actor_may, audit_record, refuse
 from rotation.models import AuditEvent, Installation
 from rotation.vercel import endpoints
@@ -86,12 +87,20 @@ def installation_endpoint_fall_back(
 
 
 def current_endpoint_check(*, installation: Installation) -> str:
-    """Hook: why the current endpoint cannot be trusted for `installation` ("" = fine).
-
-    Meant to list the installation's resources through the current API (CONTRACT.md section
-    8) before a staff switch; until the client has that call, a switch is made on the staff
-    member's word. Called outside any transaction.
-    """
+    """Why the current API cannot be trusted for `installation` ("" = fine): a staff switch
+    first lists the installation's resources through it (CONTRACT.md section 8), so a switch
+    never moves pushes to an API that refuses this installation. Called outside any
+    transaction."""
+    if not installation.has_access_token:
+        return "no Vercel access token is stored, so the current endpoint cannot be checked."
+    try:
+        # Reference: https://vercel.com/docs/rest-api/marketplace/get-integration-resources
+        vercel.list_resources(
+            installation_id=installation.vercel_id, token=installation.access_token()
+        )
+    except vercel.VercelError as exc:
+        again = "" if exc.permanent else " Try again later."
+        return f"Vercel's current API refused a check call ({exc.status} {exc.code}).{again}"
     return ""
 
 
@@ -133,6 +142,8 @@ def installations_switch_endpoint(
     installations = list(Installation.objects.filter(pk__in=ids))
     if to == Endpoint.CURRENT:
         for installation in installations:
+            if installation.endpoint == to:
+                continue  # nothing to switch, nothing to check
             problem = current_endpoint_check(installation=installation)
             if problem:
                 refuse(
@@ -164,8 +175,8 @@ def installations_switch_endpoint(
                     "to": to,
                     "automatic": False,
                     "source": source,
-                    # Switched on the staff member's word: no read call checked it first.
-                    "checked": False,
+                    # To current only after a read call through Vercel's current API answered.
+                    "checked": to == Endpoint.CURRENT,
                 },
             )
     return result

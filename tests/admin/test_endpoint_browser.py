@@ -12,7 +12,9 @@ from tests.test_browser import chromium_page
 pytestmark = pytest.mark.browser
 
 
-def test_a_lead_switches_one_from_its_page_and_the_rest_in_bulk(live_server, transactional_db):
+def test_a_lead_switches_one_from_its_page_and_the_rest_in_bulk(
+    live_server, transactional_db, fake_vercel
+):
     from playwright.sync_api import expect
 
     roles_sync()
@@ -21,6 +23,7 @@ def test_a_lead_switches_one_from_its_page_and_the_rest_in_bulk(live_server, tra
     make_installation("icfg_two", endpoint="deprecated")
     make_installation("icfg_three", endpoint="deprecated")
     make_installation("icfg_now", endpoint="current")
+    fake_vercel.load_from_database()  # each switch lists the installation's resources there
 
     with chromium_page() as page:
         page.goto(f"{live_server.url}/admin/login/")

@@ -18,12 +18,15 @@ ACTION = "switch_to_current_endpoint"
 
 
 @pytest.fixture
-def fleet(db):
-    return {
+def fleet(db, fake_vercel):
+    """Installations Vercel knows: a switch to current lists their resources there first."""
+    fleet = {
         "old": make_installation("icfg_old", endpoint="deprecated", resources=3),
         "old2": make_installation("icfg_old2", endpoint="deprecated", resources=1),
         "new": make_installation("icfg_new", endpoint="current", resources=2),
     }
+    fake_vercel.load_from_database()
+    return fleet
 
 
 def endpoints() -> dict[str, str]:

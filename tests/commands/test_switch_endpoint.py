@@ -14,12 +14,15 @@ from tests.conftest import make_installation
 
 
 @pytest.fixture
-def old_ones(db):
-    return [
+def old_ones(db, fake_vercel):
+    """Installations Vercel knows: a switch to current lists their resources there first."""
+    installations = [
         make_installation("icfg_a", endpoint="deprecated"),
         make_installation("icfg_b", endpoint="deprecated"),
         make_installation("icfg_c", endpoint="current"),
     ]
+    fake_vercel.load_from_database()
+    return installations
 
 
 def switch(*args: str) -> str:
@@ -54,7 +57,7 @@ def test_it_switches_installations_and_audits_each(lead, old_ones):
         "to": "current",
         "automatic": False,
         "source": "cli",
-        "checked": False,
+        "checked": True,
     }
 
 
@@ -104,3 +107,20 @@ def test_it_refuses_switching_back_after_the_sunset(lead, old_ones, settings):
 def test_it_rejects_an_unknown_endpoint_as_a_usage_error(lead, old_ones):
     with pytest.raises(CommandError, match="invalid choice: 'legacy'"):
         switch("icfg_a", "--to", "legacy", "--actor", "lena")
+
+
+def test_it_switches_only_after_vercels_current_api_answered_for_the_installation(
+    lead, old_ones, fake_vercel
+):
+    switch("icfg_a", "--to", "current", "--actor", lead.username)
+    assert [r.method for r in fake_vercel.requests] == ["GET"]
+    assert fake_vercel.requests[0].path == "/v1/installations/icfg_a/resources"
+    assert switch_events().get().details["checked"] is True
+
+    unknown_to_vercel = make_installation("icfg_stranger", endpoint="deprecated")
+    with pytest.raises(CommandError, match="icfg_stranger: Vercel's current API refused"):
+        switch("icfg_b", "icfg_stranger", "--to", "current", "--actor", lead.username)
+    assert endpoints()["icfg_b"] == "deprecated"  # all or nothing
+    assert Installation.objects.get(pk=unknown_to_vercel.pk).endpoint == "deprecated"
+    refusal = switch_events().filter(outcome="failure").get()
+    assert "icfg_stranger: Vercel's current API refused" in refusal.details["message"]
