@@ -244,7 +244,8 @@ def test_it_rotates_when_vercel_asks_from_the_stand_in_page(
     live_server, transactional_db, vercel_oidc, qcluster
 ):
     """A customer clicks "rotate" on Vercel (the stand-in's page); the portal checks the signed
-    request, the worker pushes, and the stand-in's page shows the new values."""
+    request, the worker pushes, and the stand-in's page shows the new values and the
+    dashboard notification."""
     from playwright.sync_api import expect
 
     from rotation.devtools.fake_vercel import mask
@@ -273,6 +274,15 @@ def test_it_rotates_when_vercel_asks_from_the_stand_in_page(
         assert pushed, "the worker pushed nothing"
         for secret in pushed:
             expect(page.locator("body")).to_contain_text(mask(secret["value"]))
+        # After the push a task sets the customer's dashboard notification on the resource.
+        notification = page.locator("td.notification")
+        for _ in range(WAIT_MS // 500):
+            if notification.count():
+                break
+            page.wait_for_timeout(500)
+            page.reload()
+        expect(notification).to_contain_text("warn")
+        expect(notification).to_contain_text("New credentials are in place")
         page.screenshot(
             path=str(ARTIFACTS / "browser_vercel_requested_rotation.png"), full_page=True
         )
