@@ -194,6 +194,7 @@ def _rotate_on_vercel(
         installation_id=installation.vercel_id,
         token=installation.access_token(),
         client_secret=_client_secret(),
+        client_id=settings.VERCEL_CLIENT_ID,  # optional in Vercel's body; sent when known
         session=session,
     )
 
@@ -239,6 +240,7 @@ def _revoke_old(installation: Installation, session: requests.Session | None) ->
         token=installation.access_token(),
         revoke=installation.previous_access_token(),
         client_secret=_client_secret(),
+        client_id=settings.VERCEL_CLIENT_ID,  # optional in Vercel's body; sent when known
         session=session,
     )
 

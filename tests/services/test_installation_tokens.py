@@ -80,6 +80,17 @@ def test_it_rotates_checks_with_the_new_token_and_revokes_the_old(
     assert "credentials/revoke" in caplog.text
 
 
+def test_it_names_the_integration_when_its_client_id_is_configured(
+    market, lead, installation, settings
+):
+    settings.VERCEL_CLIENT_ID = "oac_partner_test"
+    request(lead, installation)
+    assert installation_token_advance(installation_id=installation.pk) == ""
+    bodies = {r.operation: r.body for r in market.requests if r.method == "POST"}
+    assert bodies["rotate-installation-credential"]["client_id"] == "oac_partner_test"
+    assert bodies["revoke-installation-credential"]["client_id"] == "oac_partner_test"
+
+
 def test_the_task_runs_after_the_request_commits(
     market, lead, installation, q_sync, django_capture_on_commit_callbacks
 ):
