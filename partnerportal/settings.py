@@ -190,6 +190,10 @@ ROTATION_REDEPLOY_TARGETS = env.list("ROTATION_REDEPLOY_TARGETS", default=[])
 ROTATION_PUSH_MAX_ATTEMPTS = env.int("ROTATION_PUSH_MAX_ATTEMPTS", default=8)
 ROTATION_PUSH_INLINE_WAIT_MAX = env.float("ROTATION_PUSH_INLINE_WAIT_MAX", default=10.0)
 ROTATION_PUSH_BACKOFF_BASE = env.float("ROTATION_PUSH_BACKOFF_BASE", default=0.5)
+# PUTs in flight per worker (threads of a chunk task), and per installation's token within
+# them; a 429 halves an installation's share for every worker (rotation.services.pace).
+ROTATION_PUSH_CONCURRENCY = env.int("ROTATION_PUSH_CONCURRENCY", default=8)
+ROTATION_PUSH_PER_INSTALLATION = env.int("ROTATION_PUSH_PER_INSTALLATION", default=8)
 
 # django-q2: ORM broker by default; REDIS_URL switches to Redis.
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -7,6 +7,7 @@ from rotation.models.audit import (
     AuditEventQuerySet,
     audit_action_choices,
 )
+from rotation.models.pace import PushPace
 from rotation.models.redeploy import RedeployCheck, Reminder, WebhookEvent
 from rotation.models.resources import ConnectedProject, CredentialVersion, Installation, Resource
 from rotation.models.rotations import Rotation, RotationBatch
@@ -19,6 +20,7 @@ __all__ = [
     "ConnectedProject",
     "CredentialVersion",
     "Installation",
+    "PushPace",
     "RedeployCheck",
     "Reminder",
     "Resource",
