@@ -15,12 +15,14 @@ from rotation.providers.retirement import versions_retire, versions_retire_due
 
 def redeploy_tick() -> dict[str, int]:
     """Send due reminders, escalate overdue rotations, expire old credentials that are due,
-    and retry retiring credential versions whose expiry at the provider did not go through."""
+    and retry retiring credential versions whose expiry at the provider did not go through;
+    prune stored webhook deliveries past their retention."""
     return {
         "reminders_sent": redeploy.reminders_send_due(),
         "escalated": redeploy.rotations_escalate_due(),
         "expired": redeploy.rotations_expire_due(),
         "retired": versions_retire_due(),
+        "webhook_events_pruned": redeploy.webhook_events_prune(),
     }
 
 

@@ -65,7 +65,13 @@ def test_it_expires_at_the_deadline_when_the_policy_says_so(policy, provider, re
     with time_machine.travel(PUSH, tick=False):
         rotation = make_pushed_rotation(resource)
     with time_machine.travel(PUSH + timedelta(days=13, hours=23), tick=False):
-        assert tick() == {"reminders_sent": 2, "escalated": 0, "expired": 0, "retired": 0}
+        assert tick() == {
+            "reminders_sent": 2,
+            "escalated": 0,
+            "expired": 0,
+            "retired": 0,
+            "webhook_events_pruned": 0,
+        }
     with time_machine.travel(PUSH + timedelta(days=14), tick=False):
         assert tick()["expired"] == 1
     rotation.refresh_from_db()

@@ -25,5 +25,11 @@ def test_it_stops_the_rotations_of_a_removed_installation(policy, resource):
     rotation.refresh_from_db()
     assert rotation.state == Rotation.State.CANCELLED
     with time_machine.travel(PUSH + timedelta(days=30), tick=False):
-        assert tick() == {"reminders_sent": 0, "escalated": 0, "expired": 0, "retired": 0}
+        assert tick() == {
+            "reminders_sent": 0,
+            "escalated": 0,
+            "expired": 0,
+            "retired": 0,
+            "webhook_events_pruned": 0,
+        }
     assert not mail.outbox
