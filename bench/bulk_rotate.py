@@ -5,8 +5,11 @@ Prints, in one run:
       10,000 selected resources                                       (target <= 1 s for 10,000)
   (b) end-to-end time of 1,000 rotations with 2 qcluster workers, divided by the time of a
       plain `requests` loop sending the same 1,000 PUTs to the same stand-in  (target <= 2.0)
-  (c) with the stand-in at 50 requests/s: completion time / (N / 50) (target <= 1.15), the
-      number of 429 answers seen, and the number of failed rotations (must be 0)
+  (c) with the stand-in at 50 requests/s: completion time / (N / 50) (target <= 1.10), the
+      number of 429 answers seen (target <= 5% of requests), and the number of failed
+      rotations (must be 0); `--latency-ms` applies here too (P2: 100 ms, --rate 60)
+  (d) rotations/s at 100 ms latency (--d-latency-ms) with the workers (target >= 100), and
+      each qcluster process's RSS growth over the batch (P8 with --d-n 10000: <= 50 MB)
 
 Usage: .venv/bin/python bench/bulk_rotate.py [--database-url URL] [--repeat 5] [--rate-n 500]
 Uses its own SQLite file under /tmp, or the database given (a dedicated one: it is migrated,
@@ -49,9 +52,11 @@ def parse_args() -> argparse.Namespace:
         "--latency-ms",
         type=float,
         default=0.0,
-        help="stand-in answer delay for (b); README's 3 ms reference row uses 3",
+        help="stand-in answer delay for (b) and (c); README's 3 ms reference row uses 3",
     )
-    parser.add_argument("--only", choices=["a", "b", "c"], action="append")
+    parser.add_argument("--d-n", type=int, default=400, help="rotations in (d)")
+    parser.add_argument("--d-latency-ms", type=float, default=100.0, help="latency in (d)")
+    parser.add_argument("--only", choices=["a", "b", "c", "d"], action="append")
     return parser.parse_args()
 
 
@@ -188,6 +193,22 @@ def stop_qcluster(process) -> None:
         process.wait(timeout=10)
 
 
+def cluster_rss(process) -> dict[int, int]:
+    """Resident memory (kB) of each process of the cluster's process group."""
+    sizes = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            pid = int(status.parent.name)
+            if os.getpgid(pid) != process.pid:
+                continue
+            for line in status.read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    sizes[pid] = int(line.split()[1])
+        except (OSError, ValueError):
+            continue  # ended meanwhile
+    return sizes
+
+
 def wait_for_batch(batch) -> float:
     """Seconds until no rotation of the batch is in flight (bounded by MAX_WAIT_S)."""
     from rotation.models import Rotation
@@ -245,7 +266,7 @@ def push_spread(batch) -> str:
 
 def main() -> None:
     args = parse_args()
-    parts = set(args.only or ["a", "b", "c"])
+    parts = set(args.only or ["a", "b", "c", "d"])
     workdir = Path(tempfile.mkdtemp(prefix="partnerportal_bench_"))
     database_url = args.database_url or f"sqlite:///{workdir / 'bench.sqlite3'}"
     print(f"database: {database_url.split('@')[-1]}  work dir: {workdir}")
@@ -268,14 +289,17 @@ def main() -> None:
     rate_installation = None
     if "c" in parts:
         rate_installation = make_installation(f"icfg_bench_rate_{run}", args.rate_n)
+    latency_installation = None
+    if "d" in parts:
+        latency_installation = make_installation(f"icfg_bench_lat_{run}", args.d_n)
     print(f"setup: {sum(sizes)} + {args.rate_n} resources in {time.perf_counter() - started:.1f} s")
 
     if "a" in parts:
         bench_admin_post(client, sizes, args.repeat)
 
-    if parts & {"b", "c"}:
+    if parts & {"b", "c", "d"}:
         fake = FakeVercel(seed=1).start()
-        for installation in [sizes[1000], rate_installation]:
+        for installation in [sizes[1000], rate_installation, latency_installation]:
             if installation is not None:
                 fake.add_installation(
                     installation.vercel_id,
@@ -309,15 +333,36 @@ def main() -> None:
                 forget_rotations()
             if "c" in parts:
                 fake.rate = args.rate
+                fake.latency_ms = args.latency_ms
                 fake.reset_stats()
                 elapsed, batch = pipeline_run(client, rate_installation, args.rate_n)
                 ideal = args.rate_n / args.rate
                 failed = batch.rotations.filter(state=Rotation.State.FAILED).count()
+                limited, total = fake.stats["rate_limited"], fake.stats["total"]
                 print(
-                    f"(c) {args.rate_n} rotations at {args.rate:g}/s: {elapsed:.2f} s / "
-                    f"{ideal:.2f} s = {elapsed / ideal:.2f} (target <= 1.15); "
-                    f"429s seen: {fake.stats['rate_limited']}; failed rotations: {failed}"
+                    f"(c) {args.rate_n} rotations at {args.rate:g}/s, {args.latency_ms:g} ms "
+                    f"latency: {elapsed:.2f} s / {ideal:.2f} s = {elapsed / ideal:.2f} "
+                    f"(target <= 1.10); 429s seen: {limited} of {total} requests "
+                    f"({100 * limited / max(total, 1):.1f}%, target <= 5%); "
+                    f"failed rotations: {failed}"
                 )
+                fake.rate = None
+                fake.latency_ms = 0
+            if "d" in parts:
+                fake.latency_ms = args.d_latency_ms
+                before = cluster_rss(cluster)
+                elapsed, batch = pipeline_run(client, latency_installation, args.d_n)
+                after = cluster_rss(cluster)
+                failed = batch.rotations.filter(state=Rotation.State.FAILED).count()
+                grown = [after[pid] - before[pid] for pid in after if pid in before]
+                growth = max(grown, default=0)
+                print(
+                    f"(d) {args.d_n} rotations at {args.d_latency_ms:g} ms latency, "
+                    f"{args.workers} workers: {elapsed:.2f} s = {args.d_n / elapsed:.0f} "
+                    f"rotations/s (target >= 100); failed: {failed}; largest RSS growth of a "
+                    f"cluster process: {growth / 1024:.1f} MB (target <= 50 MB)"
+                )
+                print(f"    {push_spread(batch)}")
         finally:
             stop_qcluster(cluster)
             fake.stop()

@@ -286,6 +286,8 @@ VERCEL_NOTIFICATION_HREF = env.str("VERCEL_NOTIFICATION_HREF", default="")
 
 # Redeploy tracking (rotation.redeploy): reminders, deadline, expiry of old credentials.
 VERCEL_WEBHOOK_MAX_BYTES = env.int("VERCEL_WEBHOOK_MAX_BYTES", default=1_000_000)
+# Stored webhook deliveries older than this are deleted by the redeploy tick, in batches.
+WEBHOOK_EVENT_RETENTION_DAYS = env.float("WEBHOOK_EVENT_RETENTION_DAYS", default=30)
 ROTATION_REMINDER_DAYS = [float(d) for d in env.list("ROTATION_REMINDER_DAYS", default=[1, 3, 7])]
 ROTATION_REDEPLOY_GRACE_DAYS = env.float("ROTATION_REDEPLOY_GRACE_DAYS", default=14)
 ROTATION_ESCALATION_HOURS_BEFORE_DEADLINE = env.float(
@@ -305,6 +307,10 @@ ROTATION_REDEPLOY_TARGETS = env.list("ROTATION_REDEPLOY_TARGETS", default=[])
 ROTATION_PUSH_MAX_ATTEMPTS = env.int("ROTATION_PUSH_MAX_ATTEMPTS", default=8)
 ROTATION_PUSH_INLINE_WAIT_MAX = env.float("ROTATION_PUSH_INLINE_WAIT_MAX", default=10.0)
 ROTATION_PUSH_BACKOFF_BASE = env.float("ROTATION_PUSH_BACKOFF_BASE", default=0.5)
+# PUTs in flight per worker (threads of a chunk task), and per installation's token within
+# them; a 429 halves an installation's share for every worker (rotation.services.pace).
+ROTATION_PUSH_CONCURRENCY = env.int("ROTATION_PUSH_CONCURRENCY", default=8)
+ROTATION_PUSH_PER_INSTALLATION = env.int("ROTATION_PUSH_PER_INSTALLATION", default=8)
 
 # Credential providers (rotation.providers): the partner's PostgreSQL cluster (a role with
 # CREATEROLE), Redis (a user allowed to run ACL), or its own control plane over HTTP.

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, TypeVar
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Max, QuerySet
+from django.utils import timezone
 
-from rotation.models import Installation, Resource, Rotation, RotationBatch
+from rotation.models import Installation, PushPace, Resource, Rotation, RotationBatch
 
 # SQLite allows 999 parameters per statement; stay below it for `IN (...)` lists.
 IN_CHUNK = 900
@@ -113,6 +115,8 @@ class BatchProgress:
     batch_id: int
     counts: dict[str, int]
     refused: int
+    # Until when Vercel's rate limit pauses pushes of the batch's installations (None: not).
+    rate_limited_until: datetime | None = None
 
     @property
     def total(self) -> int:
@@ -159,4 +163,12 @@ def batch_progress(*, batch: RotationBatch) -> BatchProgress:
     )
     counts = {state.value: 0 for state in Rotation.State}
     counts.update(dict(rows))
-    return BatchProgress(batch_id=batch.pk, counts=counts, refused=len(batch.refused or []))
+    progress = BatchProgress(batch_id=batch.pk, counts=counts, refused=len(batch.refused or []))
+    if progress.finished:
+        return progress
+    waiting = PushPace.objects.filter(
+        paused_until__gt=timezone.now(),
+        installation__resources__rotations__batch_id=batch.pk,
+        installation__resources__rotations__state__in=IN_FLIGHT_STATES,
+    ).aggregate(until=Max("paused_until"))["until"]
+    return replace(progress, rate_limited_until=waiting)

@@ -16,14 +16,16 @@ from rotation.services.vercel_request import idempotency_keys_prune
 
 def redeploy_tick() -> dict[str, int]:
     """Send due reminders, escalate overdue rotations, expire old credentials that are due,
-    retry retiring credential versions whose expiry at the provider did not go through, and
-    forget Vercel's Idempotency-Keys past their retention."""
+    retry retiring credential versions whose expiry at the provider did not go through, forget
+    Vercel's Idempotency-Keys past their retention, and prune stored webhook deliveries past
+    theirs."""
     return {
         "reminders_sent": redeploy.reminders_send_due(),
         "escalated": redeploy.rotations_escalate_due(),
         "expired": redeploy.rotations_expire_due(),
         "retired": versions_retire_due(),
         "idempotency_keys_pruned": idempotency_keys_prune(),
+        "webhook_events_pruned": redeploy.webhook_events_prune(),
     }
 
 

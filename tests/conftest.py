@@ -1,6 +1,11 @@
 """Shared personas, data builders and fixtures used by more than one test package."""
 
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -76,11 +81,15 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, request):
-    """Browser tests share the test database with a qcluster process: on SQLite, use a file."""
+    """Browser tests share the test database with a qcluster process, and `processes` tests
+    with other processes or threads: on SQLite, use a file."""
     from django.conf import settings
 
     default = settings.DATABASES["default"]
-    wanted = any(item.get_closest_marker("browser") for item in request.session.items)
+    wanted = any(
+        item.get_closest_marker("browser") or item.get_closest_marker("processes")
+        for item in request.session.items
+    )
     if wanted and default["ENGINE"].endswith("sqlite3") and not default.get("TEST", {}).get("NAME"):
         path = request.getfixturevalue("tmp_path_factory").mktemp("db") / "test.sqlite3"
         default.setdefault("TEST", {})["NAME"] = str(path)
@@ -134,6 +143,41 @@ def run_at_once(count: int, action) -> None:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
+
+
+def qcluster_start(env: dict, log_path: Path) -> subprocess.Popen:
+    """`manage.py qcluster` in a process group of its own, its output in `log_path`."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=Path(__file__).resolve().parents[1],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def qcluster_stop(process: subprocess.Popen) -> None:
+    """Stop the cluster and its workers (the process group `qcluster_start` began)."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def q_conf_use(patch: pytest.MonkeyPatch, *, name: str, redis_url: str = "") -> None:
+    """Enqueue from this process onto the queue of clusters named `name` (their signing salt
+    too), on Redis when `redis_url` is given."""
+    from django_q.conf import Conf
+
+    if redis_url:
+        patch.setattr(Conf, "ORM", None)
+        patch.setattr(Conf, "REDIS", redis_url)
+    patch.setattr(Conf, "CLUSTER_NAME", name)
+    patch.setattr(Conf, "PREFIX", name)
 
 
 def make_user(username: str, *, group: str | None = None, staff: bool = True, superuser=False):

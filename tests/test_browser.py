@@ -1,10 +1,6 @@
 """The whole admin flow in a real browser, with a real qcluster and the Vercel stand-in."""
 
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
@@ -15,7 +11,7 @@ from django.db import connection
 from rotation.models import CredentialVersion, Resource, Rotation, RotationBatch
 from rotation.roles import SUPPORT, roles_sync
 from rotation.services import rotation_request
-from tests.conftest import PASSWORD, make_installation, make_user
+from tests.conftest import PASSWORD, make_installation, make_user, qcluster_start, qcluster_stop
 from tests.redeploy_builders import connect, deployment_event, post_signed
 
 pytestmark = pytest.mark.browser
@@ -91,7 +87,6 @@ def log_in(page, base_url: str) -> None:
 def qcluster(live_server, fake_vercel, tmp_path):
     """`manage.py qcluster` in its own process on the test database, pushing to the stand-in."""
     env = {
-        **os.environ,
         "DATABASE_URL": database_url(connection.settings_dict),
         "VERCEL_API_URL": fake_vercel.url,
         "Q_WORKERS": "2",
@@ -100,23 +95,9 @@ def qcluster(live_server, fake_vercel, tmp_path):
         "ROTATION_EXPIRE_SAFETY_DELAY_MINUTES": "0",
     }
     log_path = tmp_path / "qcluster.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = qcluster_start(env, log_path)
     yield process
-    # The cluster and its workers form their own process group, started above.
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+    qcluster_stop(process)
     print(log_path.read_text(errors="replace")[-3000:])
 
 

@@ -25,7 +25,14 @@ from django_q.signing import SignedPackage
 from rotation import services, tasks
 from rotation.models import AuditEvent, CredentialVersion, Installation, Resource, Rotation
 from rotation.selectors import batch_progress
-from tests.conftest import make_installation, make_user, raw_database_bytes, run_at_once, wait_until
+from tests.conftest import (
+    make_installation,
+    make_user,
+    q_conf_use,
+    raw_database_bytes,
+    run_at_once,
+    wait_until,
+)
 
 State = Rotation.State
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -345,10 +352,7 @@ def test_it_runs_with_a_real_qcluster_on_redis(fake_vercel):
     )
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(Conf, "ORM", None)
-            patch.setattr(Conf, "REDIS", REDIS_URL)
-            patch.setattr(Conf, "CLUSTER_NAME", name)
-            patch.setattr(Conf, "PREFIX", name)
+            q_conf_use(patch, name=name, redis_url=REDIS_URL)
             batch = services.rotation_request(
                 resource_ids=installation.resources.all(), actor=alice, reason="real cluster"
             )

@@ -42,6 +42,9 @@ def progress_json(progress: BatchProgress) -> dict[str, Any]:
         "counts": progress.counts,
         "finished": progress.finished,
         "refused": progress.refused,
+        "rate_limited_until": (
+            progress.rate_limited_until.isoformat() if progress.rate_limited_until else None
+        ),
     }
 
 

@@ -8,6 +8,7 @@ from rotation.models.audit import (
     audit_action_choices,
 )
 from rotation.models.inventory import InventoryFinding, InventoryReport
+from rotation.models.pace import PushPace
 from rotation.models.partner_api import PartnerApiIdempotencyKey
 from rotation.models.policies import CredentialAge, RotationPolicy
 from rotation.models.redeploy import RedeployCheck, Reminder, WebhookEvent
@@ -32,6 +33,7 @@ __all__ = [
     "InventoryFinding",
     "InventoryReport",
     "PartnerApiIdempotencyKey",
+    "PushPace",
     "RedeployCheck",
     "Reminder",
     "Resource",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from rotation.audit import AuditAction, Origin, audit_record
 from rotation.models import AuditEvent, Installation, Resource, WebhookEvent
@@ -203,3 +205,29 @@ def webhook_event_handle(*, event: Any, origin: Origin | None = None) -> Webhook
             details={"event": event_id, "type": event_type, "result": result[:2000]},
         )
     return WebhookResult(WebhookOutcome.PROCESSED, result)
+
+
+# Deliveries deleted per statement and statements per call: the tick stays short, and a
+# backlog (a first run after an upgrade) is worked off over a few ticks.
+PRUNE_BATCH = 1000
+PRUNE_BATCHES_PER_CALL = 10
+
+
+def webhook_events_prune(*, now: datetime | None = None) -> int:
+    """Delete stored deliveries older than `WEBHOOK_EVENT_RETENTION_DAYS`, a bounded number
+    per call (run by the redeploy tick); returns how many. Vercel redelivers within hours, so
+    older event ids no longer need remembering."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.WEBHOOK_EVENT_RETENTION_DAYS)
+    deleted = 0
+    for _ in range(PRUNE_BATCHES_PER_CALL):
+        ids = list(
+            WebhookEvent.objects.filter(received_at__lt=cutoff)
+            .order_by("received_at")
+            .values_list("pk", flat=True)[:PRUNE_BATCH]
+        )
+        if not ids:
+            break
+        deleted += WebhookEvent.objects.filter(pk__in=ids).delete()[0]
+        if len(ids) < PRUNE_BATCH:
+            break
+    return deleted

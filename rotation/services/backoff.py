@@ -8,6 +8,9 @@ longer ones (or ones that would overrun the task's deadline) are left to the swe
 A 410 or 404 from the deprecated endpoint is followed by one try of the same secret set on
 the current endpoint (`rotation.vercel.endpoints`); when Vercel takes it there, the
 installation is switched to the current endpoint for every later push.
+
+Every PUT goes through the installation's pace (`rotation.services.pace`): a slot among the
+PUTs in flight, none while a 429 seen by any worker pauses the installation.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from django.conf import settings
 from rotation import vercel
 from rotation.retry_policy import attempts_exhausted, backoff_wait
 from rotation.services.endpoints import installation_endpoint_fall_back, push_endpoint
+from rotation.services.pace import PACER, Pacer, pace_rate_limited
 from rotation.vercel import endpoints
 
 if TYPE_CHECKING:
@@ -65,6 +69,10 @@ class PutAttempts(Protocol):
         """The rotation's state now, returned when the PUT is given up."""
         ...
 
+    def still_wanted(self) -> bool:
+        """Whether the PUT is still wanted, after waiting out a pause (no attempt counted)."""
+        ...
+
 
 def resource_secrets_put(
     put: PutAttempts,
@@ -74,53 +82,37 @@ def resource_secrets_put(
     secrets: list[dict],
     session: requests.Session | None,
     deadline: float | None,
+    pacer: Pacer = PACER,
 ) -> str | None:
     """PUT the secret set, retrying transient errors; None when Vercel took it, else the state."""
     installation = resource.installation
     endpoint = push_endpoint(installation)
     gone: vercel.VercelError | None = None  # the deprecated endpoint's 410/404, once seen
     while True:
-        try:
-            # Reference: https://vercel.com/docs/rest-api/reference/endpoints/marketplace/update-resource-secrets
-            vercel.update_resource_secrets(
-                installation_id=installation.vercel_id,
-                resource_id=resource.vercel_id,
-                token=token,
-                secrets=secrets,
-                endpoint=endpoint,
-                product=resource.product,
-                session=session,
-            )
-        except vercel.VercelError as exc:
-            if gone is None and endpoints.falls_back(endpoint, exc):
-                logger.warning(
-                    "deprecated secrets endpoint answered %s %s for %s/%s; trying the current one",
-                    exc.status,
-                    exc.code,
-                    installation.vercel_id,
-                    resource.vercel_id,
-                )
-                gone, endpoint = exc, endpoints.CURRENT
+        paused = pacer.acquire(installation.pk)
+        if paused:
+            if wait_in_worker(paused, deadline):
+                time.sleep(paused)
+                if not put.still_wanted():
+                    return put.state()
                 continue
-            message = exc.message
-            if gone is not None:
-                message += f" (the deprecated endpoint answered {gone.status} {gone.code} first)"
-            if exc.permanent:
-                return put.fail(status=exc.status, code=exc.code, message=message)
-            attempts = put.attempts
-            if attempts_exhausted(attempts):
-                message = f"Gave up after {attempts} attempts; last error: {message}"
-                return put.fail(status=exc.status, code=exc.code, message=message)
-            wait = backoff_wait(attempts, exc.retry_after)
-            inline = wait_in_worker(wait, deadline)
-            if not put.note_transient(exc, wait=wait, defer=not inline) or not inline:
-                return put.state()
-            time.sleep(wait)
-            if not put.attempt_again():
-                return put.state()
-            if gone is None:
-                endpoint = push_endpoint(installation)  # another push may have switched it
-        else:
+            # Left to the sweeper, like a long Retry-After: this worker pushes other things.
+            put.note_transient(_paused_error(paused), wait=paused, defer=True)
+            return put.state()
+        exc = _put_in_slot(
+            pacer,
+            installation_id=installation.pk,
+            call={
+                "installation_id": installation.vercel_id,
+                "resource_id": resource.vercel_id,
+                "token": token,
+                "secrets": secrets,
+                "endpoint": endpoint,
+                "product": resource.product,
+                "session": session,
+            },
+        )
+        if exc is None:
             if gone is not None:
                 installation_endpoint_fall_back(
                     installation=installation,
@@ -131,3 +123,59 @@ def resource_secrets_put(
                     current_answer={"status": "2xx", "code": "accepted"},
                 )
             return None
+        if gone is None and endpoints.falls_back(endpoint, exc):
+            logger.warning(
+                "deprecated secrets endpoint answered %s %s for %s/%s; trying the current one",
+                exc.status,
+                exc.code,
+                installation.vercel_id,
+                resource.vercel_id,
+            )
+            gone, endpoint = exc, endpoints.CURRENT
+            continue
+        message = exc.message
+        if gone is not None:
+            message += f" (the deprecated endpoint answered {gone.status} {gone.code} first)"
+        if exc.permanent:
+            return put.fail(status=exc.status, code=exc.code, message=message)
+        attempts = put.attempts
+        wait = backoff_wait(attempts, exc.retry_after)
+        if exc.status == 429:
+            # Every worker waits, not only this one: the limit is the token's.
+            pace_rate_limited(installation_id=installation.pk, wait=wait)
+        if attempts_exhausted(attempts):
+            message = f"Gave up after {attempts} attempts; last error: {message}"
+            return put.fail(status=exc.status, code=exc.code, message=message)
+        inline = wait_in_worker(wait, deadline)
+        if not put.note_transient(exc, wait=wait, defer=not inline) or not inline:
+            return put.state()
+        time.sleep(wait)
+        if not put.attempt_again():
+            return put.state()
+        if gone is None:
+            endpoint = push_endpoint(installation)  # another push may have switched it
+
+
+def _put_in_slot(pacer: Pacer, *, installation_id: int, call: dict) -> vercel.VercelError | None:
+    """One PUT in a slot taken from `pacer`; the error, or None when Vercel took it."""
+    accepted = False
+    try:
+        # Reference: https://vercel.com/docs/rest-api/reference/endpoints/marketplace/update-resource-secrets
+        vercel.update_resource_secrets(**call)
+        accepted = True
+        return None
+    except vercel.VercelError as exc:
+        return exc
+    finally:
+        pacer.release(installation_id, accepted=accepted)
+
+
+def _paused_error(wait: float) -> vercel.VercelError:
+    """What a rotation waiting out its installation's rate-limit pause records."""
+    return vercel.VercelError(
+        status=429,
+        code="rate_limited",
+        message=f"Waiting {wait:.0f}s for Vercel's rate limit on this installation's token.",
+        permanent=False,
+        retry_after=wait,
+    )

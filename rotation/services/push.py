@@ -8,13 +8,17 @@ stay per rotation, so each rotation's timeline is complete.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import transaction
+from django.conf import settings
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -111,6 +115,9 @@ class _Push:
 
     def state(self) -> str:
         return Rotation.objects.values_list("state", flat=True).get(pk=self.rotation.pk)
+
+    def still_wanted(self) -> bool:
+        return Rotation.objects.filter(pk=self.rotation.pk, state=State.PUSHING).exists()
 
 
 def _claimable(rotation: Rotation, now: datetime) -> bool:
@@ -326,32 +333,13 @@ def rotations_push(
     pushes, states = _claim(rotation_ids)
     tokens: dict[int, str] = {}
     succeeded: list[_Push] = []
-    for index, push in enumerate(pushes):
-        if deadline is not None and time.monotonic() > deadline:
-            rest = _release(pushes[index:])
-            logger.info("out of time; %s rotations handed to a new task", len(rest))
-            rotations_enqueue(rotation_ids=rest, group="continued")
-            break
-        installation = push.rotation.resource.installation
-        try:
-            secrets = push.pending.secrets()
-            if installation.pk not in tokens:
-                tokens[installation.pk] = installation.access_token()
-        except CryptoError as exc:
-            states[push.rotation.pk] = push.fail(
-                status=None, code="decrypt_failed", message=str(exc)
-            )
-            continue
-        outcome = resource_secrets_put(
-            push,
-            resource=push.rotation.resource,
-            token=tokens[installation.pk],
-            secrets=secrets,
-            session=session,
-            deadline=deadline,
-        )
-        del secrets
-        if outcome is None:
+    unsent: list[_Push] = []
+    for push, outcome in _pushed_in_flight(
+        pushes, tokens=tokens, session=session, deadline=deadline
+    ):
+        if outcome is _NOT_STARTED:
+            unsent.append(push)
+        elif outcome is None:
             succeeded.append(push)
         else:
             states[push.rotation.pk] = outcome
@@ -360,7 +348,113 @@ def rotations_push(
             succeeded = []
     if succeeded:
         states.update(_succeed(succeeded, pushed))
+    if unsent:
+        rest = _release(unsent)
+        logger.info("out of time; %s rotations handed to a new task", len(rest))
+        rotations_enqueue(rotation_ids=rest, group="continued")
     return states
+
+
+# What `_push_one` returns for a push it did not start (the task ran out of time).
+_NOT_STARTED = "not started"
+
+
+def _push_one(
+    push: _Push,
+    *,
+    tokens: dict[int, str],
+    session: requests.Session | None,
+    deadline: float | None,
+) -> str | None:
+    """One rotation's PUT with its retries: None when Vercel took it, else the state."""
+    if deadline is not None and time.monotonic() > deadline:
+        return _NOT_STARTED
+    installation = push.rotation.resource.installation
+    try:
+        secrets = push.pending.secrets()
+        if installation.pk not in tokens:
+            tokens[installation.pk] = installation.access_token()
+    except CryptoError as exc:
+        return push.fail(status=None, code="decrypt_failed", message=str(exc))
+    try:
+        return resource_secrets_put(
+            push,
+            resource=push.rotation.resource,
+            token=tokens[installation.pk],
+            secrets=secrets,
+            session=session,
+            deadline=deadline,
+        )
+    finally:
+        del secrets
+
+
+def push_concurrency(count: int) -> int:
+    """Threads pushing a chunk of `count`; 0 means in this thread.
+
+    Threads use their own database connections, which cannot see rows of a transaction the
+    caller left open, nor share an in-memory SQLite database safely: both push in this thread.
+    """
+    threads = min(settings.ROTATION_PUSH_CONCURRENCY, count)
+    if threads <= 1 or connection.in_atomic_block:
+        return 0
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():  # type: ignore[attr-defined]
+        return 0
+    return threads
+
+
+def _pushed_in_flight(
+    pushes: list[_Push],
+    *,
+    tokens: dict[int, str],
+    session: requests.Session | None,
+    deadline: float | None,
+) -> Iterator[tuple[_Push, str | None]]:
+    """Each push with its outcome as it completes, with up to `ROTATION_PUSH_CONCURRENCY`
+    PUTs in flight (each installation capped by its pace, `rotation.services.pace`)."""
+    threads = push_concurrency(len(pushes))
+    if not threads:
+        for push in pushes:
+            yield push, _push_one(push, tokens=tokens, session=session, deadline=deadline)
+        return
+    waiting: queue.SimpleQueue[_Push] = queue.SimpleQueue()
+    for push in pushes:
+        waiting.put(push)
+    done: queue.SimpleQueue[tuple[_Push, str | BaseException | None]] = queue.SimpleQueue()
+
+    def work() -> None:
+        try:
+            while True:
+                try:
+                    push = waiting.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    outcome: str | BaseException | None = _push_one(
+                        push, tokens=tokens, session=session, deadline=deadline
+                    )
+                except Exception as exc:  # handed to the caller's thread, raised there
+                    outcome = exc
+                done.put((push, outcome))
+        finally:
+            connection.close()  # this thread's own connection
+
+    workers = [threading.Thread(target=work, name=f"push-{n}", daemon=True) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    failure: BaseException | None = None
+    for _ in pushes:
+        push, outcome = done.get()
+        if isinstance(outcome, BaseException):
+            # Left `pushing`: the sweeper re-queues it once the task's time is up.
+            logger.error("push of rotation %s raised %s", push.rotation.pk, type(outcome).__name__)
+            failure = failure or outcome
+            continue
+        yield push, outcome
+    for worker in workers:
+        worker.join()
+    if failure is not None:
+        raise failure
 
 
 def rotation_push(

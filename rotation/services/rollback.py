@@ -116,6 +116,9 @@ class _Claim:
     def state(self) -> str:
         return Rotation.objects.values_list("state", flat=True).get(pk=self.rotation.pk)
 
+    def still_wanted(self) -> bool:
+        return Rotation.objects.get(pk=self.rotation.pk).rollback_pending
+
 
 def rollback_enqueue(rotation_id: int) -> None:
     """Queue the task that carries out a requested rollback (the rotation id only)."""

@@ -46,7 +46,12 @@ def default_session() -> requests.Session:
         if _session is None or _session_pid != os.getpid():
             session = requests.Session()
             # No transparent retries: a PUT that may have landed is the caller's decision.
-            adapter = HTTPAdapter(pool_connections=8, pool_maxsize=32, max_retries=0)
+            # One kept-alive connection per push thread (ROTATION_PUSH_CONCURRENCY).
+            adapter = HTTPAdapter(
+                pool_connections=8,
+                pool_maxsize=max(32, settings.ROTATION_PUSH_CONCURRENCY),
+                max_retries=0,
+            )
             session.mount("https://", adapter)
             session.mount("http://", adapter)
             session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})

@@ -190,3 +190,33 @@ def test_it_requires_a_csrf_token_for_the_buttons(alice, resources):
     response = strict.post(reverse("admin:rotation_batch_cancel", args=[batch.pk]))
     assert response.status_code == 403
     assert not batch.rotations.filter(state=Rotation.State.CANCELLED).exists()
+
+
+def test_the_batch_page_shows_when_it_waits_on_vercels_rate_limit(client, alice, resources):
+    from datetime import timedelta
+
+    import time_machine
+
+    from rotation.models import PushPace
+    from rotation.services.pace import pace_rate_limited
+
+    batch = request_batch(client, alice, resources)
+    page_url = reverse("admin:rotation_rotationbatch_change", args=[batch.pk])
+    progress_url = reverse("admin:rotation_batch_progress", args=[batch.pk])
+    assert client.get(progress_url).json()["rate_limited_until"] is None
+    assert 'id="batch-rate-limited" class="warning" hidden' in client.get(page_url).content.decode()
+    # A 429 for an installation with none of the batch's rotations in flight: not this batch.
+    Rotation.objects.filter(batch=batch, resource=resources[0]).update(
+        state=Rotation.State.AWAITING_REDEPLOY
+    )
+    pace_rate_limited(installation_id=resources[0].installation_id, wait=60)
+    assert client.get(progress_url).json()["rate_limited_until"] is None
+    until = pace_rate_limited(installation_id=resources[1].installation_id, wait=90)
+    assert client.get(progress_url).json()["rate_limited_until"] == until.isoformat()
+    page = client.get(page_url).content.decode()
+    assert "Waiting on Vercel's rate limit until" in page
+    assert until.strftime("%Y-%m-%d %H:%M:%S") in page
+    assert 'id="batch-rate-limited" class="warning" hidden' not in page
+    with time_machine.travel(until + timedelta(seconds=1)):
+        assert client.get(progress_url).json()["rate_limited_until"] is None
+    assert PushPace.objects.count() == 2

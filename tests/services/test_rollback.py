@@ -156,9 +156,11 @@ def test_it_retries_a_rollback_through_transient_errors(
     assert on_vercel.stats["total"] == 2
 
     later = rotation.next_attempt_at + timedelta(seconds=1)
-    with django_capture_on_commit_callbacks(execute=True):
-        assert rotations_requeue_stuck(now=later) == [rotation.pk]
-    assert run_queued(ROLLBACK_TASK) == [True]
+    # The 429 paused the installation's pushes for every worker until then, too.
+    with time_machine.travel(later, tick=True):
+        with django_capture_on_commit_callbacks(execute=True):
+            assert rotations_requeue_stuck(now=later) == [rotation.pk]
+        assert run_queued(ROLLBACK_TASK) == [True]
     installation = resource.installation
     assert on_vercel.secrets_of(installation.vercel_id, resource.vercel_id) == OLD_SECRETS
     retrying = AuditEvent.objects.filter(

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import collections
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 RECORD_LIMIT = 10_000
@@ -24,6 +25,10 @@ class RecordedRequest:
     status: int = 0
     # The client's (host, port): equal ports mean one reused connection.
     client: tuple[str, int] = ("", 0)
+    # Wall-clock seconds when it arrived and when it was answered (0: not answered): which
+    # requests were in flight together, and whether any came during a rate-limit pause.
+    received_at: float = field(default_factory=time.time)
+    answered_at: float = 0.0
 
 
 class Recorder:

@@ -82,6 +82,7 @@ class Responder:
             logger.info("fake vercel: %s %s -> connection dropped", method, path)
             return
         recorded.status = answer.status
+        recorded.answered_at = time.time()
         self.recorder.count_answer(answer.status)
         send(handler, answer)
         logger.info(

@@ -17,6 +17,13 @@
           row.querySelector(".batch-count").textContent = n;
           row.hidden = n === 0;
         }
+        const limited = document.getElementById("batch-rate-limited");
+        limited.hidden = !data.rate_limited_until;
+        if (data.rate_limited_until) {
+          const until = document.getElementById("batch-rate-limited-until");
+          until.setAttribute("datetime", data.rate_limited_until);
+          until.textContent = data.rate_limited_until.slice(0, 19).replace("T", " ");
+        }
         if (data.finished) { window.location.reload(); return; }
       }
     } catch (error) { /* a missed poll is retried below */ }

@@ -1,0 +1,187 @@
+"""Many PUTs in flight per worker, and one rate limit shared by every worker on every node.
+
+The stand-in records when each request arrived and was answered, so the tests read the
+overlap of PUTs and any PUT sent during a rate-limit pause from what Vercel's side saw.
+"""
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+from django_q.conf import Conf
+from django_q.models import Task
+
+from rotation import services, tasks
+from rotation.models import AuditAction, AuditEvent, CredentialVersion, PushPace, Resource, Rotation
+from rotation.roles import SUPPORT, roles_sync
+from rotation.services.pace import Pacer, pace_rate_limited, pace_read
+from tests.conftest import (
+    make_installation,
+    make_user,
+    q_conf_use,
+    qcluster_start,
+    qcluster_stop,
+    wait_until,
+)
+from tests.test_browser import database_url
+
+REDIS_URL = "redis://127.0.0.1:6379/11"
+State = Rotation.State
+
+
+def max_in_flight(requests) -> int:
+    """The most requests the stand-in was answering at one moment."""
+    edges = sorted(
+        [(r.received_at, 1) for r in requests] + [(r.answered_at, -1) for r in requests],
+        key=lambda edge: (edge[0], edge[1]),
+    )
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def puts(fake) -> list:
+    return [r for r in fake.requests if r.method == "PUT"]
+
+
+@pytest.mark.processes
+@pytest.mark.django_db(transaction=True)
+def test_a_chunk_task_keeps_several_puts_in_flight(fake_vercel, settings):
+    roles_sync()
+    alice = make_user("alice", group=SUPPORT)
+    settings.ROTATION_PUSH_CONCURRENCY = 8
+    settings.ROTATION_PUSH_PER_INSTALLATION = 4
+    first = make_installation("icfg_one", resources=12)
+    second = make_installation("icfg_two", token="vci_test_token_2", resources=12)
+    fake_vercel.load_from_database()
+    fake_vercel.latency_ms = 100
+    batch = services.rotation_request(
+        resource_ids=Resource.objects.all(), actor=alice, reason="in flight"
+    )
+    ids = list(batch.rotations.order_by("pk").values_list("pk", flat=True))
+    assert tasks.rotations_process(ids) == 24
+    assert set(batch.rotations.values_list("state", flat=True)) == {State.AWAITING_REDEPLOY}
+    sent = puts(fake_vercel)
+    assert len(sent) == len({r.path for r in sent}) == 24  # one PUT per resource
+    assert 4 < max_in_flight(sent) <= 8
+    for installation in (first, second):
+        path = f"/v1/installations/{installation.vercel_id}/"
+        assert max_in_flight([r for r in sent if r.path.startswith(path)]) <= 4
+    assert CredentialVersion.objects.filter(stage="current").count() == 24
+    assert AuditEvent.objects.filter(action=AuditAction.ROTATION_PUSHED).count() == 24
+
+
+@pytest.mark.django_db
+def test_a_429_halves_concurrency_once_per_pause_and_successes_grow_it_back(installation, settings):
+    settings.ROTATION_PUSH_PER_INSTALLATION = 8
+    assert pace_read(installation_id=installation.pk) == (None, 8)  # no row until a 429
+    until = pace_rate_limited(installation_id=installation.pk, wait=2)
+    # 429s of PUTs already in flight belong to the same pause: halved once.
+    pace_rate_limited(installation_id=installation.pk, wait=1)
+    paused_until, concurrency = pace_read(installation_id=installation.pk)
+    assert (paused_until, concurrency) == (until, 4)
+    pacer = Pacer()
+    assert 1.5 < pacer.acquire(installation.pk) <= 2  # paused: no slot, the seconds left
+    PushPace.objects.update(paused_until=timezone.now() - timedelta(seconds=1))
+    assert pace_rate_limited(installation_id=installation.pk, wait=1) > timezone.now()
+    assert pace_read(installation_id=installation.pk)[1] == 2  # a new pause halves again
+    PushPace.objects.update(paused_until=None)
+    for _ in range(2):  # a run of `concurrency` accepted PUTs adds one
+        assert pacer.acquire(installation.pk) == 0
+    for _ in range(2):
+        pacer.release(installation.pk, accepted=True)
+    assert pace_read(installation_id=installation.pk)[1] == 3
+    assert PushPace.objects.get().rate_limited_count == 3
+
+
+@pytest.mark.processes
+@pytest.mark.django_db(transaction=True)
+def test_two_clusters_share_the_rate_limit_skip_cancelled_and_finalize_once(
+    fake_vercel, tmp_path, monkeypatch
+):
+    """Two qcluster processes of one worker each (Redis broker on PostgreSQL, the ORM broker
+    on SQLite), every chunk task delivered twice, a 429 on the first PUT, some rotations
+    cancelled before their task runs."""
+    roles_sync()
+    alice = make_user("alice", group=SUPPORT)
+    installation = make_installation("icfg_shared", resources=100)
+    fake_vercel.load_from_database()
+    fake_vercel.latency_ms = 30
+    fake_vercel.respond_next(
+        429,
+        {"error": {"code": "rate_limited", "message": "slow down"}},
+        headers={"Retry-After": "4"},
+    )
+    name = f"pp-test-{uuid.uuid4().hex[:10]}"
+    env = {
+        "DATABASE_URL": database_url(connection.settings_dict),
+        "VERCEL_API_URL": fake_vercel.url,
+        "Q_CLUSTER_NAME": name,
+        "Q_WORKERS": "1",
+        "Q_POLL": "0.1",
+        "ROTATION_PUSH_CONCURRENCY": "8",
+        "PYTHONUNBUFFERED": "1",
+    }
+    redis_url = REDIS_URL if connection.vendor == "postgresql" else ""
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    q_conf_use(monkeypatch, name=name, redis_url=redis_url)
+    monkeypatch.setattr(Conf, "SYNC", False)
+    batch = services.rotation_request(
+        resource_ids=installation.resources.all(), actor=alice, reason="shared limit"
+    )
+    rotations = list(batch.rotations.order_by("pk"))
+    for rotation in rotations[45:50] + rotations[95:]:
+        services.rotation_cancel(rotation=rotation, actor=alice)
+    # Each chunk task delivered a second time, as a broker may after a lost acknowledgement.
+    services.rotations_enqueue(rotation_ids=[r.pk for r in rotations], group="again")
+    clusters = [qcluster_start(env, tmp_path / f"cluster{n}.log") for n in range(2)]
+    try:
+        finished = wait_until(
+            lambda: Task.objects.filter(func="rotation.tasks.rotations_process").count() == 4,
+            timeout=60,
+            interval=0.5,
+        )
+    finally:
+        for cluster in clusters:
+            qcluster_stop(cluster)
+        if connection.vendor == "postgresql":
+            from django_q.brokers import get_broker
+
+            get_broker().delete_queue()
+    logs = "".join(p.read_text(errors="replace")[-2000:] for p in tmp_path.glob("*.log"))
+    assert finished, logs
+
+    states = dict(batch.rotations.values_list("resource__vercel_id", "state"))
+    cancelled = {vercel_id for vercel_id, state in states.items() if state == State.CANCELLED}
+    assert len(cancelled) == 10
+    assert {s for v, s in states.items() if v not in cancelled} == {State.AWAITING_REDEPLOY}
+    sent = puts(fake_vercel)
+    by_resource: dict[str, list] = {}
+    for request in sent:
+        by_resource.setdefault(request.path.rsplit("/", 2)[-2], []).append(request)
+    # No PUT for a cancelled rotation; one set per resource, also across the retried 429.
+    assert not cancelled & set(by_resource)
+    assert len(by_resource) == 90
+    assert all(len({repr(r.body) for r in sent_for}) == 1 for sent_for in by_resource.values())
+    assert sorted(len(v) for v in by_resource.values()) == [1] * 89 + [2]
+    # Nothing finalized twice.
+    assert AuditEvent.objects.filter(action=AuditAction.ROTATION_PUSHED).count() == 90
+    assert CredentialVersion.objects.filter(stage="current").count() == 90
+
+    # The 429 paused every worker: no PUT arrived from its answer (plus the moment it takes
+    # to record the pause) until the pause was over, though both workers had a task running.
+    limited = next(r for r in sent if r.status == 429)
+    pace = PushPace.objects.get(installation=installation)
+    pause_end = pace.paused_until.timestamp()
+    assert pause_end - limited.answered_at >= 3.9
+    during = [r for r in sent if limited.answered_at + 0.3 < r.received_at < pause_end - 0.05]
+    assert during == []
+    assert pace.rate_limited_count == 1
+    runs = [t for t in Task.objects.filter(func="rotation.tasks.rotations_process") if t.result]
+    busy = [t for t in runs if t.started.timestamp() < pause_end - 1 < t.stopped.timestamp()]
+    assert len(busy) == 2, [(t.started, t.stopped, t.result) for t in runs]
