@@ -184,4 +184,6 @@ def test_two_clusters_share_the_rate_limit_skip_cancelled_and_finalize_once(
     assert pace.rate_limited_count == 1
     runs = [t for t in Task.objects.filter(func="rotation.tasks.rotations_process") if t.result]
     busy = [t for t in runs if t.started.timestamp() < pause_end - 1 < t.stopped.timestamp()]
-    assert len(busy) == 2, [(t.started, t.stopped, t.result) for t in runs]
+    # At least both workers (django-q stamps `stopped` when the monitor saves the result, which
+    # can lag, so a third task that had just ended may overlap the instant too).
+    assert len(busy) >= 2, [(t.started, t.stopped, t.result) for t in runs]
