@@ -1,6 +1,6 @@
 """A namespaced corner of the real PostgreSQL at 127.0.0.1:5432 for the provider tests.
 
-Role names are cluster-global, so every role and the schema start with `pp_h13_<random>`,
+Role names are cluster-global, so every role and the schema start with `pp_prov_<random>`,
 and everything is dropped afterwards. Authentication is `trust` here: PostgreSQL does not
 check passwords, so tests check verifiers with a SCRAM exchange computed locally.
 """
@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-SUPERUSER_URL = "postgresql://postgres@127.0.0.1:5432/h13"
+# The database every machine and CI has (README: PostgreSQL at 127.0.0.1:5432, database `test`).
+DATABASE = "test"
+SUPERUSER_URL = f"postgresql://postgres@127.0.0.1:5432/{DATABASE}"
 
 
 @dataclass
@@ -46,15 +48,19 @@ class Cluster:
             ).fetchone()
 
 
+def admin_url_of(cluster: Cluster) -> str:
+    return f"postgresql://{cluster.admin}@127.0.0.1:5432/{DATABASE}"
+
+
 def make_cluster() -> Cluster:
-    ns = f"pp_h13_{secrets.token_hex(3)}"
+    ns = f"pp_prov_{secrets.token_hex(3)}"
     cluster = Cluster(ns=ns, admin=f"{ns}_admin", owner=f"{ns}_owner", schema=ns)
     with cluster.superuser() as conn:
         conn.execute(
             sql.SQL("CREATE ROLE {} LOGIN CREATEROLE").format(sql.Identifier(cluster.admin))
         )
         conn.execute(sql.SQL("GRANT pg_signal_backend TO {}").format(sql.Identifier(cluster.admin)))
-    admin_url = f"postgresql://{cluster.admin}@127.0.0.1:5432/h13"
+    admin_url = admin_url_of(cluster)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(cluster.owner)))
     with cluster.superuser() as conn:

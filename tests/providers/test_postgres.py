@@ -14,7 +14,13 @@ from rotation.providers.postgres import PostgresRoleProvider, login_name
 from rotation.providers.values import secret_value
 from tests.conftest import make_installation
 from tests.provider_doubles import DiesAfterCreatingLoginProvider, WorkerDied
-from tests.providers.pg_cluster import drop_cluster, make_cluster, scram_login_succeeds
+from tests.providers.pg_cluster import (
+    DATABASE,
+    admin_url_of,
+    drop_cluster,
+    make_cluster,
+    scram_login_succeeds,
+)
 
 PRODUCT = "pg-test"
 
@@ -22,7 +28,7 @@ PRODUCT = "pg-test"
 @pytest.fixture
 def cluster(settings):
     cluster = make_cluster()
-    settings.POSTGRES_PROVIDER_ADMIN_URL = f"postgresql://{cluster.admin}@127.0.0.1:5432/h13"
+    settings.POSTGRES_PROVIDER_ADMIN_URL = admin_url_of(cluster)
     settings.POSTGRES_PROVIDER_PUBLIC_HOST = "127.0.0.1"
     settings.POSTGRES_PROVIDER_PUBLIC_PORT = 5432
     settings.POSTGRES_PROVIDER_PUBLIC_SSLMODE = "disable"
@@ -35,7 +41,7 @@ def cluster(settings):
 def pg_resource(db, cluster):
     installation = make_installation("icfg_pg", product=PRODUCT)
     resource = installation.resources.get()
-    resource.metadata = {"role": cluster.owner, "database": "h13"}
+    resource.metadata = {"role": cluster.owner, "database": DATABASE}
     resource.secret_template = [
         {"name": name, "prefix": "", "environments": ["production"]}
         for name in ("DATABASE_URL", "PGUSER", "PGPASSWORD")
@@ -165,7 +171,7 @@ def test_a_crash_between_create_and_record_then_a_retry_makes_no_second_login(
 
 
 def test_errors_name_the_role_never_a_value(cluster, pg_resource):
-    pg_resource.metadata = {"role": f"{cluster.ns}_missing", "database": "h13"}
+    pg_resource.metadata = {"role": f"{cluster.ns}_missing", "database": DATABASE}
     with pytest.raises(CredentialProviderError, match=f"group role '{cluster.ns}_missing'"):
         PostgresRoleProvider().create(resource=pg_resource, rotation_id=1)
     assert cluster.logins() == []

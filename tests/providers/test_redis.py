@@ -19,7 +19,7 @@ ADMIN_URL = f"redis://127.0.0.1:6379/{DB}"
 @pytest.fixture
 def acl_user(settings):
     settings.REDIS_PROVIDER_ADMIN_URL = ADMIN_URL
-    user = f"pp_h13_{secrets.token_hex(3)}"
+    user = f"pp_prov_{secrets.token_hex(3)}"
     yield user
     admin = redis.Redis.from_url(ADMIN_URL, decode_responses=True)
     admin.acl_deluser(user)
