@@ -149,6 +149,8 @@ class Rotation(models.Model):
             models.Index(fields=["state", "state_changed_at"]),
             models.Index(fields=["batch", "state"]),
             models.Index(fields=["resource", "created_at"]),
+            # The rotation list sorted by last change, a page at a time.
+            models.Index(fields=["state_changed_at"], name="rotation_state_changed_idx"),
             # The sweeper looks for lost rollback tasks among the few pending ones.
             models.Index(
                 fields=["rollback_queued_at"],

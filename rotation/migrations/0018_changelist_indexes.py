@@ -1,4 +1,5 @@
-"""Drop Rotation's single-column indexes on batch_id and resource_id.
+"""Changelist and bulk-insert indexes: sort indexes for the resource and rotation lists; drop
+Rotation's single-column indexes on batch_id and resource_id.
 
 (batch, state) and (resource, created_at) lead with those columns, and every index less makes
 the bulk insert of a large batch cheaper. Not a plain AlterField(db_index=False): Django's
@@ -36,6 +37,11 @@ def create_indexes(apps, schema_editor):
             schema_editor.execute(schema_editor._create_index_sql(model, fields=[field]))
 
 
+# The resource and rotation lists sorted by last change, a page at a time.
+SORT_INDEXES = [
+    ("rotation", "state_changed_at", "state_changed"),
+    ("resource", "updated_at", "updated"),
+]
 FOREIGN_KEYS = {"batch": "rotation.rotationbatch", "resource": "rotation.resource"}
 
 
@@ -61,4 +67,10 @@ class Migration(migrations.Migration):
             ],
             database_operations=[migrations.RunPython(drop_indexes, create_indexes)],
         ),
+        *[
+            migrations.AddIndex(
+                model_name=model, index=models.Index(fields=[column], name=f"{model}_{name}_idx")
+            )
+            for model, column, name in SORT_INDEXES
+        ],
     ]
