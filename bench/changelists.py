@@ -123,8 +123,8 @@ def main() -> None:
             ),
             "searched id": f"?q={resource.vercel_id}",
             "searched name": "?q=db-4242",
-            "sorted name": "?o=1",
-            "sorted updated": "?o=-5",
+            "sorted name": "?o=2",
+            "sorted updated": "?o=-6",
         },
         "rotation": {
             "default": "",
@@ -134,9 +134,10 @@ def main() -> None:
             "filtered batch": f"?batch={batch_id}",
             "searched resource": f"?q={resource.vercel_id}",
             "sorted resource": "?o=1",
+            "sorted batch": "?o=7",
             "sorted changed": "?o=-8",
         },
-        "installation": {"default": "", "sorted resources": "?o=-8"},
+        "installation": {"default": "", "sorted resources": "?o=-9"},
         "rotationbatch": {"default": "", "filtered source": "?source__exact=admin"},
     }
     print("\nchangelists (target: <= 10 queries, median <= 300 ms, no COUNT without LIMIT)")

@@ -327,6 +327,8 @@ class ResourceAdmin(RotateActionAdmin):
     show_full_result_count = False
     paginator = CappedCountPaginator
     list_per_page = 100
+    # Columns an index can sort a page of 100,000 rows by.
+    sortable_by = ["vercel_id", "name", "updated_at"]
 
     @admin.display(description="installation", ordering="installation__vercel_id")
     def installation_link(self, obj: Resource) -> str:

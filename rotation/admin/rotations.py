@@ -41,6 +41,8 @@ class RotationAdmin(ReadOnlyModelAdmin):
     # Exact (not iexact) so the index on the resource id is used; installations have a filter.
     search_fields = ["resource__vercel_id__exact"]
     ordering = ["-id"]
+    # Columns an index can sort a page of 100,000 rows by.
+    sortable_by = ["resource_id_display", "batch_link", "state_changed_at"]
     show_full_result_count = False
     paginator = CappedCountPaginator
     list_per_page = 100

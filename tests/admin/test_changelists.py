@@ -14,10 +14,10 @@ CHANGELISTS = {
     "resources": "/admin/rotation/resource/",
     "resources filtered": "/admin/rotation/resource/?status__exact=ready",
     "resources searched": "/admin/rotation/resource/?q=db",
-    "resources sorted": "/admin/rotation/resource/?o=-5",
+    "resources sorted": "/admin/rotation/resource/?o=-6",
     "rotations": "/admin/rotation/rotation/",
     "rotations filtered": "/admin/rotation/rotation/?state__exact=completed",
-    "rotations sorted": "/admin/rotation/rotation/?o=1",
+    "rotations sorted": "/admin/rotation/rotation/?o=-8",
     "installations": "/admin/rotation/installation/",
     "batches": "/admin/rotation/rotationbatch/",
 }
