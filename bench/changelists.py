@@ -106,6 +106,10 @@ def main() -> None:
     django_setup(args.database_url, keep=args.keep)
     from rotation.models import Resource, Rotation
 
+    if Resource.objects.exists() and not Rotation.objects.filter(
+        batch__reason="scheduled rotation"
+    ):
+        raise SystemExit("the database holds other data than this bench's: run without --keep")
     if not Resource.objects.exists():
         print(f"filling {args.rows:,} resources and {args.rows:,} rotations ...")
         print(f"filled in {fill(args.rows, args.installations, args.batches):.1f} s")
