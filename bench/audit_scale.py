@@ -144,7 +144,8 @@ def fill(count: int) -> float:
     return time.perf_counter() - started
 
 
-def measure_changelist(client, url: str, renders: int) -> tuple[int, float]:
+def measure_changelist(client, url: str, renders: int) -> tuple[list[str], float]:
+    """(the SQL of one page view, median render ms over `renders` more views)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -159,7 +160,7 @@ def measure_changelist(client, url: str, renders: int) -> tuple[int, float]:
         response = client.get(url)
         times.append((time.perf_counter() - started) * 1000)
         assert response.status_code == 200
-    return len(queries), statistics.median(times)
+    return [query["sql"] for query in queries.captured_queries], statistics.median(times)
 
 
 def measure_export(client, url: str) -> tuple[int, int, float, int, float]:
@@ -183,24 +184,43 @@ def measure_export(client, url: str) -> tuple[int, int, float, int, float]:
     return lines, rss_kb("VmHWM") - baseline, elapsed, size, first_chunk or elapsed
 
 
-def main() -> None:
-    args = parse_args()
-    os.environ["DATABASE_URL"] = args.database_url
+def django_setup(database_url: str, *, keep: bool) -> bool:
+    """Django on the bench database, created (dropped first unless `keep`) and migrated;
+    True when it was created."""
+    os.environ["DATABASE_URL"] = database_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "partnerportal.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    created = create_database(args.database_url, keep=args.keep)
+    created = create_database(database_url, keep=keep)
 
     import django
 
     django.setup()
-    from django.contrib.auth import get_user_model
     from django.core.management import call_command
+
+    print(f"database: {database_url.split('@')[-1]} ({'created' if created else 'reused'})")
+    call_command("migrate", verbosity=0)
+    return created
+
+
+def superuser_client():
+    """A test Client signed in as the bench's superuser."""
+    from django.contrib.auth import get_user_model
     from django.test import Client
 
+    user_model = get_user_model()
+    root = user_model.objects.filter(username="benchroot").first()
+    if root is None:
+        root = user_model.objects.create_superuser("benchroot", "root@example.com", "x" * 20)
+    client = Client()
+    client.force_login(root)
+    return client
+
+
+def main() -> None:
+    args = parse_args()
+    created = django_setup(args.database_url, keep=args.keep)
     from rotation.models import AuditEvent, Installation
 
-    print(f"database: {args.database_url} ({'created' if created else 'reused'})")
-    call_command("migrate", verbosity=0)
     if created or not AuditEvent.objects.exists():
         print(f"filling {args.events:,} events (hash chain in Python, COPY) ...")
         seconds = fill(args.events)
@@ -210,14 +230,7 @@ def main() -> None:
         )
     total = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first()
     print(f"events in table: about {total:,} (last id)")
-
-    user_model = get_user_model()
-    root = user_model.objects.filter(username="benchroot").first()
-    if root is None:
-        root = user_model.objects.create_superuser("benchroot", "root@example.com", "x" * 20)
-    client = Client()
-    client.force_login(root)
-
+    client = superuser_client()
     if "a" in args.parts:
         measure_changelists(client, args.renders)
     if "b" in args.parts:
@@ -242,7 +255,8 @@ def measure_changelists(client, renders: int) -> None:
     }
     print("\n(a) changelist at this size (target: <= 10 queries, median <= 300 ms)")
     for label, url in views.items():
-        queries, median = measure_changelist(client, url, renders)
+        sql, median = measure_changelist(client, url, renders)
+        queries = len(sql)
         print(f"  {label:<22} queries={queries:<3} median={median:7.1f} ms  {url}")
         if label == "plain list":
             plain = (queries, median)

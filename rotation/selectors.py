@@ -56,6 +56,25 @@ def resource_ids_of(resource_ids: Iterable[int] | QuerySet[Any]) -> list[int]:
     return list(dict.fromkeys(int(pk) for pk in resource_ids))
 
 
+def refusal_reason(
+    *,
+    status: str,
+    installation_vercel_id: str,
+    installation_status: str,
+    open_rotation: tuple[int, str] | None,
+) -> str:
+    """Why a resource may not be rotated now ("" when it may); `open_rotation` is (pk, state)."""
+    if installation_status == Installation.Status.REMOVED:
+        return f"Its installation {installation_vercel_id} was removed on Vercel."
+    if status == Resource.Status.REMOVED:
+        return "The resource was removed."
+    if open_rotation is not None:
+        rotation_pk, state = open_rotation
+        label = Rotation.State(state).label.lower()
+        return f"Rotation #{rotation_pk} of this resource is still open ({label})."
+    return ""
+
+
 def resources_classify(*, resource_ids: list[int]) -> tuple[list[Candidate], list[dict[str, Any]]]:
     """Split requested ids into candidates and refusals `{resource, vercel_id, reason}`."""
     found: dict[int, tuple[int, str, str, str, str]] = {}
@@ -87,15 +106,12 @@ def resources_classify(*, resource_ids: list[int]) -> tuple[list[Candidate], lis
             )
             continue
         _, vercel_id, status, installation_vercel_id, installation_status = row
-        reason = ""
-        if installation_status == Installation.Status.REMOVED:
-            reason = f"Its installation {installation_vercel_id} was removed on Vercel."
-        elif status == Resource.Status.REMOVED:
-            reason = "The resource was removed."
-        elif pk in open_rotations:
-            rotation_pk, state = open_rotations[pk]
-            label = Rotation.State(state).label.lower()
-            reason = f"Rotation #{rotation_pk} of this resource is still open ({label})."
+        reason = refusal_reason(
+            status=status,
+            installation_vercel_id=installation_vercel_id,
+            installation_status=installation_status,
+            open_rotation=open_rotations.get(pk),
+        )
         if reason:
             refused.append({"resource": pk, "vercel_id": vercel_id, "reason": reason})
         else:

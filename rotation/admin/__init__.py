@@ -5,8 +5,8 @@ and those of `marketplace`: token rotation and inventory check), `inventory` (it
 `batches`, `rotations`, `redeploy` (dashboard, confirm a redeploy, roll back, webhook
 deliveries), `policies` (rotation policies, credential ages), `audit` and `lockouts`
 (sign-in lockouts). Parts they share: `staff_actions` (permission, audited refusal, service
-call), `refusals` (`deny`, the audited 403 handler), `login` (the sign-in form), `read_only`
-and `list_filters`.
+call), `refusals` (`deny`, the audited 403 handler), `login` (the sign-in form), `read_only`,
+`list_filters` and `large_lists` (paginator, per-row counts).
 """
 
 from django.contrib import admin

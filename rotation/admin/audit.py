@@ -18,17 +18,16 @@ from typing import Any, NoReturn
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.auth import get_user_model
-from django.core.paginator import Paginator
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.functional import cached_property
 from django.utils.html import format_html
 
+from rotation.admin.large_lists import CappedCountPaginator
 from rotation.admin.read_only import ReadOnlyModelAdmin
 from rotation.admin.refusals import deny
 from rotation.audit import AuditAction, Origin, audit_record
@@ -110,21 +109,6 @@ def export_stream(queryset, lines) -> Iterator[str]:
     with in_transaction:
         rows = queryset.values_list(*EXPORT_FIELDS).iterator(chunk_size=EXPORT_CHUNK_SIZE)
         yield from lines(rows)
-
-
-class CappedCountPaginator(Paginator):
-    """Counts at most `cap` matching rows (a LIMITed subquery), never the whole table."""
-
-    cap = 10_000
-    object_list: QuerySet[AuditEvent]  # the changelist's queryset, not any sequence
-
-    @cached_property
-    def count(self) -> int:
-        return min(self.object_list[: self.cap + 1].count(), self.cap + 1)
-
-    @property
-    def capped(self) -> bool:
-        return self.count > self.cap
 
 
 class ActorFilter(admin.SimpleListFilter):

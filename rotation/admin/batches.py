@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -16,6 +15,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_POST
 
+from rotation.admin.large_lists import CappedCountPaginator, page_row_count
 from rotation.admin.read_only import ReadOnlyModelAdmin
 from rotation.admin.staff_actions import BATCH_CANCEL, BATCH_RETRY_FAILED, StaffAction
 from rotation.models import Rotation, RotationBatch
@@ -64,18 +64,12 @@ class RotationBatchAdmin(ReadOnlyModelAdmin):
     search_fields = ["ticket__exact", "requested_by_username__exact"]
     ordering = ["-id"]
     show_full_result_count = False
+    paginator = CappedCountPaginator
     list_per_page = 50
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[RotationBatch]:
-        # A correlated subquery runs for the page's rows only, unlike a GROUP BY over all.
-        size = (
-            Rotation.objects.filter(batch=OuterRef("pk"))
-            .order_by()
-            .values("batch")
-            .annotate(n=Count("pk"))
-            .values("n")
-        )
-        return super().get_queryset(request).annotate(_size=Coalesce(Subquery(size), 0))
+        size = page_row_count(Rotation.objects.all(), to="batch")
+        return super().get_queryset(request).annotate(_size=size)
 
     @admin.display(description="rotations")
     def size(self, obj: WithAnnotations[RotationBatch, _Size]) -> int:

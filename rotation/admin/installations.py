@@ -8,7 +8,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db import transaction
-from django.db.models import Count, Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.decorators import method_decorator
@@ -16,6 +16,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
+from rotation.admin.large_lists import CappedCountPaginator, page_row_count
 from rotation.admin.marketplace import InstallationMarketplaceAdmin, TokenAgeFilter
 from rotation.admin.rotate_action import RotateActionAdmin
 from rotation.admin.staff_actions import ENDPOINT_SWITCH
@@ -100,6 +101,8 @@ class InstallationAdmin(InstallationMarketplaceAdmin):
         "open_rotation_count",
     ]
     list_filter = ["endpoint", "status", TokenAgeFilter]
+    show_full_result_count = False
+    paginator = CappedCountPaginator
     actions = ["switch_to_current_endpoint", "rotate_access_token", "check_resources_on_vercel"]
     search_fields = ["vercel_id__exact", "name", "team_id__exact", "contact_email"]
     readonly_fields = [
@@ -121,15 +124,13 @@ class InstallationAdmin(InstallationMarketplaceAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Installation]:
-        open_rotation = Q(resources__rotations__state__in=Rotation.OPEN_STATES)
+        open_rotations = Rotation.objects.filter(state__in=Rotation.OPEN_STATES)
         return (
             super()
             .get_queryset(request)
             .annotate(
-                _resource_count=Count("resources", distinct=True),
-                _open_rotation_count=Count(
-                    "resources__rotations", filter=open_rotation, distinct=True
-                ),
+                _resource_count=page_row_count(Resource.objects.all(), to="installation"),
+                _open_rotation_count=page_row_count(open_rotations, to="resource__installation"),
             )
         )
 
@@ -324,7 +325,10 @@ class ResourceAdmin(RotateActionAdmin):
     ]
     inlines = [ConnectedProjectInline]
     show_full_result_count = False
+    paginator = CappedCountPaginator
     list_per_page = 100
+    # Columns an index can sort a page of 100,000 rows by.
+    sortable_by = ["vercel_id", "name", "updated_at"]
 
     @admin.display(description="installation", ordering="installation__vercel_id")
     def installation_link(self, obj: Resource) -> str:

@@ -62,16 +62,18 @@ def rotate_and_push(
     # get_actions() already hides the action; this guards direct calls.
     ROTATE.guard(request)
     allow_emergency = request.user.has_perm(EMERGENCY_PERMISSION)
-    resource_ids = list(queryset.order_by().values_list("pk", flat=True))
+    # The selection stays a queryset: "select all N" is never loaded into Python.
+    selection = queryset.order_by()
+    count = selection.count()
     confirmed = request.POST.get("post") == "yes"
     form = RotateForm(request.POST if confirmed else None, allow_emergency=allow_emergency)
     expected = request.POST.get("expected_count")
-    changed = confirmed and expected is not None and expected != str(len(resource_ids))
+    changed = confirmed and expected is not None and expected != str(count)
     if changed:
         form.add_error(
             None,
             f"The selection changed since the confirmation page was shown: "
-            f"{len(resource_ids)} resources match now. Check the list and confirm again.",
+            f"{count} resources match now. Check the list and confirm again.",
         )
     if confirmed and form.is_valid():
         emergency = form.cleaned_data.get("emergency", False) or (
@@ -79,7 +81,7 @@ def rotate_and_push(
         )
         try:
             batch = rotation_request(
-                resource_ids=resource_ids,
+                resource_ids=selection,
                 actor=request.user,
                 reason=form.cleaned_data["reason"],
                 ticket=form.cleaned_data["ticket"],
@@ -102,7 +104,7 @@ def rotate_and_push(
                 reverse("admin:rotation_rotationbatch_change", args=[batch.pk])
             )
     preview = rotation_request_preview(
-        resource_ids=resource_ids, actor=request.user, origin=Origin.of(request)
+        resource_ids=selection, actor=request.user, origin=Origin.of(request)
     )
     context = {
         **modeladmin.admin_site.each_context(request),
@@ -115,7 +117,7 @@ def rotate_and_push(
         "refused": preview.refused[:LIST_LIMIT],
         "refused_more": max(0, preview.refused_count - min(LIST_LIMIT, len(preview.refused))),
         "sample_more": max(0, preview.will_rotate - len(preview.sample)),
-        "count": len(resource_ids),
+        "count": count,
         "allow_emergency": allow_emergency,
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         **_selection_fields(request),

@@ -15,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
+from rotation.admin.large_lists import CappedCountPaginator
 from rotation.admin.list_filters import BatchFilter, InstallationFilter
 from rotation.admin.read_only import ReadOnlyModelAdmin
 from rotation.admin.staff_actions import ROTATION_CANCEL, ROTATION_RETRY, StaffAction
@@ -40,7 +41,10 @@ class RotationAdmin(ReadOnlyModelAdmin):
     # Exact (not iexact) so the index on the resource id is used; installations have a filter.
     search_fields = ["resource__vercel_id__exact"]
     ordering = ["-id"]
+    # Columns an index can sort a page of 100,000 rows by.
+    sortable_by = ["resource_id_display", "batch_link", "state_changed_at"]
     show_full_result_count = False
+    paginator = CappedCountPaginator
     list_per_page = 100
     fieldsets = [
         (None, {"fields": ["resource_link", "batch_link", "state", "emergency", "attempts"]}),

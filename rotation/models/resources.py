@@ -157,6 +157,8 @@ class Resource(models.Model):
             models.Index(fields=["product"]),
             models.Index(fields=["status"]),
             models.Index(fields=["name"]),
+            # The resource list sorted by last change, a page at a time.
+            models.Index(fields=["updated_at"], name="resource_updated_idx"),
         ]
         permissions = [
             ("rotate_resource", "Can rotate credentials and push them to Vercel"),

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from django.db import IntegrityError, connection, transaction
-from django.db.models import QuerySet
+from django.db import connection, transaction
+from django.db.models import Exists, F, OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
 from rotation.audit import Actor, AuditAction, MaybeActor, Origin, actor_may, audit_record, refuse
-from rotation.models import Resource, Rotation, RotationBatch
-from rotation.selectors import Candidate, chunked, resource_ids_of, resources_classify
+from rotation.models import Installation, Resource, Rotation, RotationBatch
+from rotation.selectors import (
+    IN_CHUNK,
+    chunked,
+    refusal_reason,
+    resource_ids_of,
+    resources_classify,
+)
 from rotation.services.enqueue import (
     CHUNK_SIZE,
     batch_fan_out_enqueue,
@@ -22,9 +27,6 @@ from rotation.services.enqueue import (
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-logger = logging.getLogger(__name__)
-
-BULK_SIZE = 500
 # Batches up to this size enqueue their chunk tasks (at most 20) from the request itself;
 # larger ones leave that to one fan-out task, so a request never enqueues hundreds of tasks.
 INLINE_FAN_OUT_MAX = 20 * CHUNK_SIZE
@@ -118,78 +120,104 @@ def rotation_request_preview(
     )
 
 
-def _rotations_insert(*, template: Rotation, candidates: list[Candidate]) -> None:
-    """Rows like `template`, one per candidate, in one statement (PostgreSQL) or one executemany.
+@dataclass
+class _Selection:
+    """The requested resources: querysets of at most `size` rows each to insert from."""
 
-    `bulk_create` prepares every field of every row in Python, which costs seconds at 10,000
-    rows; here the fields are prepared once and only `resource_id` changes.
-    """
-    fields = [field for field in Rotation._meta.concrete_fields if not field.primary_key]
-    values = [
-        field.get_db_prep_save(field.pre_save(template, add=True), connection) for field in fields
+    parts: list[tuple[QuerySet[Resource], int]]
+    count: int
+    ids: list[int] | None  # None: a queryset, whose resources all exist
+
+
+def _selection_of(resource_ids: Iterable[int] | QuerySet) -> _Selection:
+    """A queryset of resources (the admin's "select all N") stays one subquery, never loaded
+    into Python; a list of ids is split into IN_CHUNK slices (SQLite's parameter cap)."""
+    if isinstance(resource_ids, QuerySet) and resource_ids.model is Resource:
+        selection = resource_ids.order_by()
+        count = selection.count()
+        return _Selection(parts=[(selection, count)], count=count, ids=None)
+    ids = resource_ids_of(resource_ids)
+    parts = [
+        (Resource.objects.filter(pk__in=chunk), len(chunk)) for chunk in chunked(ids, IN_CHUNK)
     ]
+    return _Selection(parts=parts, count=len(ids), ids=ids)
+
+
+def _rotations_insert(*, template: Rotation, selection: QuerySet[Resource]) -> int:
+    """Rows like `template` for every rotatable resource of `selection`, in one INSERT ... SELECT.
+
+    Resources removed, of a removed installation or with an open rotation are left out; a
+    concurrent request's row makes ours skip that resource (ON CONFLICT on the one-open-
+    rotation constraint), so each resource still has at most one open rotation. Rows go in
+    resource order, so two overlapping requests wait on each other without deadlocking.
+    """
+    open_rotation = Rotation.objects.filter(resource=OuterRef("pk"), state__in=Rotation.OPEN_STATES)
+    eligible = (
+        selection.exclude(status=Resource.Status.REMOVED)
+        .exclude(installation__status=Installation.Status.REMOVED)
+        .exclude(Exists(open_rotation))
+        .order_by()
+        .values(selected_id=F("pk"))
+    )
+    select_sql, select_params = eligible.query.sql_with_params()
+    fields = [column for column in Rotation._meta.concrete_fields if not column.primary_key]
     resource_at = fields.index(Rotation._meta.get_field("resource"))
+    postgres = connection.vendor == "postgresql"
+    constants = []
+    params: list[Any] = []
+    for index, column in enumerate(fields):
+        if index == resource_at:
+            constants.append("e.selected_id")
+            continue
+        # PostgreSQL needs the constants' types; SQLite takes them as they are.
+        constants.append(f"%s::{column.db_type(connection)}" if postgres else "%s")
+        params.append(column.get_db_prep_save(column.pre_save(template, add=True), connection))
     quote = connection.ops.quote_name
-    table = quote(Rotation._meta.db_table)
-    columns = ", ".join(quote(str(field.column)) for field in fields)
-    resource_ids = [candidate.pk for candidate in candidates]
+    columns = ", ".join(quote(str(column.column)) for column in fields)
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # Constants typed by cast; the resource ids come in as one array.
-            select = ", ".join(
-                "ids.id" if index == resource_at else f"%s::{field.db_type(connection)}"
-                for index, field in enumerate(fields)
-            )
-            constants = [value for index, value in enumerate(values) if index != resource_at]
-            cursor.execute(
-                f"INSERT INTO {table} ({columns}) SELECT {select} "  # noqa: S608 (model names)
-                "FROM unnest(%s::bigint[]) AS ids(id)",
-                [*constants, resource_ids],
-            )
-            return
-        sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
-        rows = []
-        for resource_id in resource_ids:
-            row = list(values)
-            row[resource_at] = resource_id
-            rows.append(row)
-        for chunk in chunked(rows, BULK_SIZE * 4):
-            cursor.executemany(sql, chunk)
-
-
-def _rotations_create(
-    *, batch: RotationBatch, candidates: list[Candidate], emergency: bool
-) -> tuple[list[Candidate], list[dict]]:
-    """Insert in bulk; on a conflict (a concurrent request) fall back to one savepoint per row."""
-    now = timezone.now()
-
-    def build(candidate: Candidate) -> Rotation:
-        return Rotation(
-            batch=batch, resource_id=candidate.pk, emergency=emergency, state_changed_at=now
+        cursor.execute(
+            f"INSERT INTO {quote(Rotation._meta.db_table)} ({columns}) "  # noqa: S608 (model names)
+            f"SELECT {', '.join(constants)} FROM ({select_sql}) AS e "
+            "WHERE true ORDER BY e.selected_id ON CONFLICT DO NOTHING",
+            [*params, *select_params],
         )
+        return cursor.rowcount
 
-    try:
-        with transaction.atomic():
-            _rotations_insert(template=build(Candidate(0, "", "")), candidates=candidates)
-        return candidates, []
-    except IntegrityError:
-        logger.info("batch %s: conflicting open rotations, inserting one by one", batch.pk)
-    created: list[Candidate] = []
-    refused: list[dict] = []
-    for candidate in candidates:
-        try:
-            with transaction.atomic():
-                build(candidate).save(force_insert=True)
-            created.append(candidate)
-        except IntegrityError:
-            refused.append(
-                {
-                    "resource": candidate.pk,
-                    "vercel_id": candidate.vercel_id,
-                    "reason": "Another rotation of this resource was requested at the same time.",
-                }
-            )
-    return created, refused
+
+def _refusals(*, batch: RotationBatch, selection: QuerySet[Resource]) -> list[dict]:
+    """Why each resource of `selection` that got no rotation in `batch` was refused."""
+    open_rotations = Rotation.objects.filter(
+        resource=OuterRef("pk"), state__in=Rotation.OPEN_STATES
+    ).exclude(batch=batch)
+    rows = (
+        selection.exclude(Exists(Rotation.objects.filter(batch=batch, resource=OuterRef("pk"))))
+        .annotate(
+            open_pk=Subquery(open_rotations.values("pk")[:1]),
+            open_state=Subquery(open_rotations.values("state")[:1]),
+        )
+        .order_by("pk")
+        .values_list(
+            "pk",
+            "vercel_id",
+            "status",
+            "installation__vercel_id",
+            "installation__status",
+            "open_pk",
+            "open_state",
+        )
+    )
+    refused = []
+    for pk, vercel_id, status, installation_vercel_id, installation_status, *rotation in rows:
+        reason = refusal_reason(
+            status=status,
+            installation_vercel_id=installation_vercel_id,
+            installation_status=installation_status,
+            open_rotation=(rotation[0], rotation[1]) if rotation[0] is not None else None,
+        )
+        # Rotatable when we looked, yet another request's rotation came and went meanwhile.
+        reason = reason or "Another rotation of this resource was requested at the same time."
+        refused.append({"resource": pk, "vercel_id": vercel_id, "reason": reason})
+    return refused
 
 
 def rotation_request(
@@ -205,17 +233,16 @@ def rotation_request(
     """Record one batch and its rotations in bulk; the work fans out in a task after commit."""
     reason = (reason or "").strip()
     ticket = (ticket or "").strip()
-    ids = resource_ids_of(resource_ids)
+    selection = _selection_of(resource_ids)
     user = _check_request(
         actor=actor,
         reason=reason,
         ticket=ticket,
         emergency=emergency,
-        count=len(ids),
+        count=selection.count,
         source=source,
         origin=origin,
     )
-    candidates, refused = resources_classify(resource_ids=ids)
     with transaction.atomic():
         batch = RotationBatch.objects.create(
             requested_by=user,
@@ -225,10 +252,23 @@ def rotation_request(
             ticket=ticket,
             emergency=emergency,
         )
-        created, conflicts = _rotations_create(
-            batch=batch, candidates=candidates, emergency=emergency
+        template = Rotation(
+            batch=batch, resource_id=0, emergency=emergency, state_changed_at=timezone.now()
         )
-        refused.extend(conflicts)
+        refused: list[dict] = []
+        for part, size in selection.parts:
+            if _rotations_insert(template=template, selection=part) < size:
+                refused.extend(_refusals(batch=batch, selection=part))
+        created = list(
+            batch.rotations.order_by("pk").values_list("pk", "resource_id", "resource__vercel_id")
+        )
+        if selection.ids is not None:
+            seen = {row[1] for row in created} | {entry["resource"] for entry in refused}
+            refused.extend(
+                {"resource": pk, "vercel_id": "", "reason": "The resource does not exist."}
+                for pk in selection.ids
+                if pk not in seen
+            )
         batch.refused = refused
         batch.save(update_fields=["refused"])
         audit_record(
@@ -242,11 +282,11 @@ def rotation_request(
             details={
                 "source": source,
                 "emergency": emergency,
-                "requested": len(ids),
+                "requested": selection.count,
                 "rotations": len(created),
                 "refused": len(refused),
                 # Compliance can find every resource of the batch from this one event.
-                "resources": [candidate.vercel_id for candidate in created],
+                "resources": [vercel_id for _, _, vercel_id in created],
             },
         )
         if len(created) > INLINE_FAN_OUT_MAX:
@@ -254,6 +294,5 @@ def rotation_request(
             transaction.on_commit(lambda: batch_fan_out_enqueue(batch_id))
         elif created:
             # A few chunk tasks are cheap to enqueue here and save the fan-out task's hop.
-            rotation_ids = list(batch.rotations.order_by("pk").values_list("pk", flat=True))
-            rotations_enqueue_after_commit(rotation_ids, group=f"batch-{batch.pk}")
+            rotations_enqueue_after_commit([row[0] for row in created], group=f"batch-{batch.pk}")
     return batch

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.db import connection
 from django_q.models import OrmQ
@@ -135,3 +137,51 @@ def test_it_opens_one_rotation_for_fifty_concurrent_requests():
         for entry in batch.refused
     ]
     assert len(refused) == 49
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_it_opens_one_rotation_per_resource_for_overlapping_selections_at_once():
+    from rotation.roles import SUPPORT, roles_sync
+
+    roles_sync()
+    alice = make_user("alice", group=SUPPORT)
+    bob = make_user("bob", group=SUPPORT)
+    installation = make_installation("icfg_overlap", resources=60)
+    ids = list(installation.resources.order_by("pk").values_list("pk", flat=True))
+    # Four staff at once: two select across the installation, two pick overlapping halves.
+    selections: list[tuple[Any, Any]] = [
+        (alice, lambda: installation.resources.all()),
+        (bob, lambda: Resource.objects.filter(installation=installation)),
+        (alice, lambda: ids[:40]),
+        (bob, lambda: ids[20:]),
+    ]
+    batches = []
+
+    def request() -> None:
+        actor, selection = selections.pop()
+        batches.append(
+            services.rotation_request(resource_ids=selection(), actor=actor, reason="overlap")
+        )
+
+    run_at_once(len(selections), request)
+    assert len(batches) == 4
+    assert connection.vendor == "postgresql"
+    per_resource = Rotation.objects.values_list("resource_id", flat=True)
+    assert sorted(per_resource) == ids  # every resource rotated once, by one of the batches
+    for batch in batches:
+        rotated = set(batch.rotations.values_list("resource_id", flat=True))
+        refused = {entry["resource"] for entry in batch.refused}
+        assert not rotated & refused
+        requested = AuditEvent.objects.get(
+            action=AuditAction.ROTATION_REQUESTED, batch_ref=batch.pk
+        )
+        assert requested.details["rotations"] == len(rotated)
+        assert (
+            requested.details["rotations"] + requested.details["refused"]
+            == (requested.details["requested"])
+        )
+        assert all(
+            "still open" in entry["reason"] or "same time" in entry["reason"]
+            for entry in batch.refused
+        )
