@@ -74,7 +74,8 @@ def rotation_mark_project_redeployed(
     targets = settings.ROTATION_REDEPLOY_TARGETS
     if targets and (target or "") not in targets:
         return [f"target {target or 'none'} does not count"]
-    with transaction.atomic():
+    # No savepoint when nested (a webhook delivery): a failure rolls the caller back anyway.
+    with transaction.atomic(savepoint=False):
         return _project_redeployed(
             resource=resource,
             project_id=project_id,
@@ -99,6 +100,7 @@ def _project_redeployed(
         resource=resource, state__in=Rotation.WAITING_STATES
     )
     for rotation in rotations:
+        rotation.resource = resource  # loaded with its installation: the audit names both
         if rotation.pushed_at is None or deployed_at <= rotation.pushed_at:
             outcomes.append(f"rotation {rotation.pk}: deployment before the push")
             continue
