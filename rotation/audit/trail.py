@@ -148,7 +148,8 @@ def _keying_marker(unkeyed_head_id: int) -> AuditEvent:
 def _append(events: list[AuditEvent]) -> list[AuditEvent]:
     """Chain and insert events, in order, under the chain lock; returns `events`."""
     key = audit_chain_key()  # before the lock: a missing key fails without writing
-    with transaction.atomic():
+    # No savepoint inside the caller's transaction: a failed append must roll it all back.
+    with transaction.atomic(savepoint=False):
         _lock_chain()
         head = AuditEvent.objects.order_by("-id").values("id", "hash", "hash_scheme").first()
         chained = list(events)
