@@ -202,15 +202,15 @@ def p6(
     def run(name: str, targets: list[tuple[int, str]], expect: str, probes: int) -> None:
         """Probe the first `probes` deliveries for their queries, time the rest."""
         counts, locks = [], 0
-        for index, project in targets[:probes]:
+        for number, (index, project) in enumerate(targets[:probes]):
             with CaptureQueriesContext(connection) as queries:
-                deliver(f"evt_p6_{name}_{index}_{project}", index, project, expect)
+                deliver(f"evt_p6_{name}_{number}", index, project, expect)
             counts.append(len(queries))
             locks += sum("FOR UPDATE" in q["sql"] for q in queries.captured_queries)
         walls, cpus = [], []
-        for index, project in targets[probes:]:
+        for number, (index, project) in enumerate(targets[probes:], start=probes):
             cpu = time.process_time()
-            walls.append(deliver(f"evt_p6_{name}_{index}_{project}", index, project, expect))
+            walls.append(deliver(f"evt_p6_{name}_{number}", index, project, expect))
             cpus.append((time.process_time() - cpu) * 1000)
         walls.sort()
         print(
