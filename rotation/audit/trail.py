@@ -206,6 +206,9 @@ def audit_batch() -> Iterator[None]:
     have no id until then."""
     if not transaction.get_connection().in_atomic_block:
         raise transaction.TransactionManagementError("audit_batch needs an open transaction")
+    if _batch.get() is not None:  # nested: the outer block appends, in the order built
+        yield
+        return
     events: list[AuditEvent] = []
     token = _batch.set(events)
     try:

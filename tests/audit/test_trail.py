@@ -346,6 +346,18 @@ def test_it_appends_a_batch_in_order_with_one_insert_when_the_block_ends(db):
     assert audit_log_verify().intact
 
 
+def test_it_appends_a_nested_batch_with_the_outer_one_in_the_order_built(db):
+    with transaction.atomic(), audit_batch():
+        audit_record(action=AuditAction.RESOURCE_CHANGED, resource="res_1")
+        with audit_batch():
+            audit_record(action=AuditAction.RESOURCE_CHANGED, resource="res_2")
+        assert not AuditEvent.objects.exists()
+        audit_record(action=AuditAction.RESOURCE_CHANGED, resource="res_3")
+    stored = AuditEvent.objects.order_by("id").values_list("resource_ref", flat=True)
+    assert list(stored) == ["res_1", "res_2", "res_3"]
+    assert audit_log_verify().intact
+
+
 def test_it_appends_nothing_from_a_batch_left_by_an_error(db):
     with pytest.raises(RuntimeError), transaction.atomic(), audit_batch():
         audit_record(action=AuditAction.RESOURCE_CHANGED, resource="res_1")
