@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from rotation.audit import AuditAction
 from rotation.models import AuditEvent, ConnectedProject, Installation, Rotation, WebhookEvent
@@ -215,10 +217,10 @@ def test_it_hands_back_a_typed_outcome_and_the_handlers_result(resource, rotatio
     assert webhook_event_handle(event=other) == WebhookResult(WebhookOutcome.IGNORED)
 
 
-def test_it_answers_processed_whatever_the_handler_reports(client, db, monkeypatch):
+def test_it_answers_processed_whatever_the_handler_reports(client, resource, rotation, monkeypatch):
     # The outcome is typed, so a handler's text that reads like an outcome cannot pass for one.
     monkeypatch.setitem(events.HANDLERS, "deployment.succeeded", lambda *args: "duplicate")
-    response = post(client, event("deployment.succeeded", id="evt_words"))
+    response = post(client, deployment_event(resource, "prj_a", PUSH, "evt_words"))
     assert (response.status_code, response.json()) == (200, {"outcome": "processed"})
     assert WebhookEvent.objects.get().result == "duplicate"
 
@@ -484,3 +486,122 @@ def test_it_takes_signed_deliveries_over_real_http(live_server, installation, se
     assert (response.status_code, response.json()) == (200, {"outcome": "processed"})
     rotation.refresh_from_db()
     assert rotation.redeployed_at is not None
+
+
+def queries_of(client, body: dict) -> tuple[dict, list[str]]:
+    with CaptureQueriesContext(connection) as queries:
+        response = post(client, body)
+    assert response.status_code == 200
+    return response.json(), [query["sql"] for query in queries.captured_queries]
+
+
+@pytest.mark.parametrize("named", ["resource with a finished rotation", "resource not ours"])
+def test_it_answers_a_deployment_no_rotation_waits_for_with_one_lookup_and_nothing_else(
+    client, resource, named
+):
+    connect(resource, "prj_a", at=PUSH - timedelta(days=1))
+    finished = make_pushed_rotation(resource, pushed_at=PUSH)
+    Rotation.objects.filter(pk=finished.pk).update(state=Rotation.State.COMPLETED)
+    audited = AuditEvent.objects.count()
+    body = deployment_event(resource, "prj_a", PUSH + timedelta(hours=1), "evt_unrelated")
+    if named == "resource not ours":
+        body["payload"]["integrations"][0]["resources"][0]["externalResourceId"] = "res_other"
+
+    answer, sql = queries_of(client, body)
+
+    assert answer == {"outcome": "unrelated"}
+    assert len(sql) == 1 and sql[0].startswith("SELECT")
+    assert "FOR UPDATE" not in sql[0]
+    assert not WebhookEvent.objects.exists()
+    assert AuditEvent.objects.count() == audited
+    assert statuses(finished) == {"prj_a": "waiting"}  # a finished rotation is left as it was
+
+
+def test_it_locks_and_records_a_deployment_a_rotation_waits_for(client, resource, rotation):
+    body = deployment_event(resource, "prj_a", PUSH + timedelta(hours=1), "evt_relevant")
+
+    answer, sql = queries_of(client, body)
+
+    assert answer == {"outcome": "processed"}
+    assert statuses(rotation) == {"prj_a": "redeployed", "prj_b": "waiting"}
+    assert WebhookEvent.objects.get().event_id == "evt_relevant"
+    # Both events of the delivery are chained in one append.
+    assert list(AuditEvent.objects.order_by("-id").values_list("action", flat=True)[:2]) == [
+        AuditAction.WEBHOOK_RECEIVED,
+        AuditAction.PROJECT_REDEPLOYED,
+    ]
+    assert sum(q.startswith('INSERT INTO "rotation_auditevent"') for q in sql) == 1
+    if connection.vendor == "postgresql":
+        assert sum("FOR UPDATE" in q for q in sql) == 1
+
+
+def test_it_does_not_count_an_unrelated_deployment_redelivered_after_a_push(client, resource):
+    connect(resource, "prj_a", at=PUSH - timedelta(days=1))
+    body = deployment_event(resource, "prj_a", PUSH - timedelta(minutes=5), "evt_early")
+    assert post(client, body).json() == {"outcome": "unrelated"}
+    with time_machine.travel(PUSH, tick=False):
+        rotation = make_pushed_rotation(resource)
+
+    # Vercel redelivers the same event once the rotation waits: it predates the push.
+    assert post(client, body).json() == {"outcome": "processed"}
+    assert statuses(rotation) == {"prj_a": "waiting"}
+    assert "before the push" in WebhookEvent.objects.get().result
+    assert not AuditEvent.objects.filter(action=AuditAction.PROJECT_REDEPLOYED).exists()
+
+
+def test_it_rolls_back_the_handler_of_a_redelivery_and_keeps_the_first_result(
+    client, resource, rotation
+):
+    body = deployment_event(resource, "prj_a", PUSH + timedelta(hours=1), "evt_twice")
+    assert post(client, body).json() == {"outcome": "processed"}
+    first = WebhookEvent.objects.get()
+    audited = AuditEvent.objects.count()
+
+    assert post(client, body).json() == {"outcome": "duplicate"}
+
+    assert list(WebhookEvent.objects.values_list("pk", "result")) == [(first.pk, first.result)]
+    assert AuditEvent.objects.count() == audited
+    assert statuses(rotation) == {"prj_a": "redeployed", "prj_b": "waiting"}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_it_completes_a_rotation_once_when_its_last_deployments_arrive_at_once(installation):
+    import threading
+
+    from django.db import connections
+
+    resource = installation.resources.get()
+    connect(resource, "prj_a", "prj_b", at=PUSH - timedelta(days=1))
+    with time_machine.travel(PUSH, tick=False):
+        rotation = make_pushed_rotation(resource)
+    bodies = [
+        deployment_event(resource, project, PUSH + timedelta(minutes=5), f"evt_{project}")
+        for project in ("prj_a", "prj_b", "prj_a")  # the last one: prj_a's event again
+    ]
+    barrier = threading.Barrier(len(bodies))
+    outcomes, errors = [], []
+
+    def deliver(body):
+        try:
+            barrier.wait()
+            outcomes.append(webhook_event_handle(event=body).outcome)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=deliver, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sorted(outcomes) == ["duplicate", "processed", "processed"]
+    rotation.refresh_from_db()
+    assert rotation.redeployed_at is not None
+    assert statuses(rotation) == {"prj_a": "redeployed", "prj_b": "redeployed"}
+    assert AuditEvent.objects.filter(action=AuditAction.PROJECT_REDEPLOYED).count() == 2
+    assert AuditEvent.objects.filter(action=AuditAction.REDEPLOY_DONE).count() == 1
+    assert WebhookEvent.objects.count() == 2

@@ -11,7 +11,7 @@ chain), `checkpoints` (signed checkpoints of the head) and `anchors` (where they
 from rotation.audit.chain import fingerprint
 from rotation.audit.origin import Actor, MaybeActor, Origin, VercelActor, actor_may
 from rotation.audit.refusals import RotationRefused, refusal_record, refuse
-from rotation.audit.trail import audit_context, audit_record, audit_record_many
+from rotation.audit.trail import audit_batch, audit_context, audit_record, audit_record_many
 from rotation.models import AuditAction
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "RotationRefused",
     "VercelActor",
     "actor_may",
+    "audit_batch",
     "audit_context",
     "audit_record",
     "audit_record_many",

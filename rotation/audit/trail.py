@@ -13,8 +13,10 @@ chained to that head and keyed itself, it seals the unkeyed events before it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from django.db import connection, models, transaction
@@ -36,6 +38,10 @@ if TYPE_CHECKING:
 
 # Arbitrary constant naming the audit chain's advisory lock on PostgreSQL.
 CHAIN_LOCK_ID = 7_201_202_611
+# Events built inside `audit_batch`, appended together when it ends.
+_batch: contextvars.ContextVar[list[AuditEvent] | None] = contextvars.ContextVar(
+    "audit_batch", default=None
+)
 
 
 def _lock_chain() -> None:
@@ -142,7 +148,8 @@ def _keying_marker(unkeyed_head_id: int) -> AuditEvent:
 def _append(events: list[AuditEvent]) -> list[AuditEvent]:
     """Chain and insert events, in order, under the chain lock; returns `events`."""
     key = audit_chain_key()  # before the lock: a missing key fails without writing
-    with transaction.atomic():
+    # No savepoint inside the caller's transaction: a failed append must roll it all back.
+    with transaction.atomic(savepoint=False):
         _lock_chain()
         head = AuditEvent.objects.order_by("-id").values("id", "hash", "hash_scheme").first()
         chained = list(events)
@@ -173,13 +180,43 @@ def audit_record(**fields: Any) -> AuditEvent:
     actor_username). Fails closed: any error (unknown action, a secret-looking detail, a
     database error) propagates, so the caller's transaction and the change it holds roll back.
     """
-    return _append([_build_event(**fields)])[0]
+    event = _build_event(**fields)
+    batch = _batch.get()
+    if batch is not None:
+        batch.append(event)
+        return event
+    return _append([event])[0]
 
 
 def audit_record_many(entries: Iterable[Mapping[str, Any]]) -> list[AuditEvent]:
     """Append many events at once (one lock, one insert); each entry is audit_record's kwargs."""
     events = [_build_event(**entry) for entry in entries]
+    batch = _batch.get()
+    if batch is not None:
+        batch.extend(events)
+        return events
     return _append(events) if events else []
+
+
+@contextlib.contextmanager
+def audit_batch() -> Iterator[None]:
+    """Within the block, audit_record and audit_record_many only build (and so check) their
+    events; they are appended in order, under one lock with one insert, when the block ends
+    without an error. Run it inside the transaction of the changes; events written inside it
+    have no id until then."""
+    if not transaction.get_connection().in_atomic_block:
+        raise transaction.TransactionManagementError("audit_batch needs an open transaction")
+    if _batch.get() is not None:  # nested: the outer block appends, in the order built
+        yield
+        return
+    events: list[AuditEvent] = []
+    token = _batch.set(events)
+    try:
+        yield
+    finally:
+        _batch.reset(token)
+    if events:
+        _append(events)
 
 
 def audit_context(rotation: Rotation) -> dict[str, str]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -9,10 +12,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from rotation.audit import AuditAction, Origin, audit_record
-from rotation.models import AuditEvent, Installation, Resource, WebhookEvent
+from rotation.audit import AuditAction, Origin, audit_batch, audit_record
+from rotation.models import AuditEvent, Installation, Resource, Rotation, WebhookEvent
 from rotation.redeploy.progress import rotation_mark_project_redeployed
 from rotation.redeploy.projects import (
     installation_removed,
@@ -31,6 +35,9 @@ class WebhookOutcome(StrEnum):
     PROCESSED = "processed"
     IGNORED = "ignored"  # a type we do not handle: recorded only
     DUPLICATE = "duplicate"  # an event id seen before: nothing done
+    # A deployment no rotation of ours waits for: neither recorded nor audited, since it
+    # changes nothing; a redelivery, even after a push, predates the push and never counts.
+    UNRELATED = "unrelated"
 
 
 @dataclass(frozen=True)
@@ -63,8 +70,9 @@ def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _event_resources(payload: dict) -> list[Resource]:
-    """Resources named by the event: integrations[].resources[] or payload.resource.id."""
+def _resource_pairs(payload: dict) -> list[tuple[str, str]]:
+    """(installation id or "", resource id) named by integrations[].resources[] or
+    payload.resource.id."""
     pairs: list[tuple[str, str]] = []
     for integration in _list(payload.get("integrations")):
         integration = _dict(integration)
@@ -88,83 +96,136 @@ def _event_resources(payload: dict) -> list[Resource]:
             )
         )
         pairs.append((installation_id, resource_id))
-    found: list[Resource] = []
+    return pairs
+
+
+def _named(pairs: list[tuple[str, str]], prefix: str = "") -> Q:
+    """Resources (under `prefix`) matching any pair; by resource id alone when the pair names
+    no installation."""
+    named = Q()
     for installation_id, resource_id in pairs:
-        matches = Resource.objects.filter(vercel_id=resource_id).select_related("installation")
+        match = Q(**{f"{prefix}vercel_id": resource_id})
         if installation_id:
-            matches = matches.filter(installation__vercel_id=installation_id)
-        elif matches.count() > 1:
-            continue  # ambiguous without the installation
-        found.extend(r for r in matches if r not in found)
+            match &= Q(**{f"{prefix}installation__vercel_id": installation_id})
+        named |= match
+    return named
+
+
+def _event_resources(payload: dict, *, waiting_only: bool = False) -> list[Resource]:
+    """Resources named by the event (with `waiting_only`, those with a rotation waiting for
+    redeploys), in one indexed query; a resource id named without its installation counts
+    only when no other installation has a resource with that id."""
+    pairs = _resource_pairs(payload)
+    if not pairs:
+        return []
+    matches = Resource.objects.filter(_named(pairs)).select_related("installation")
+    if waiting_only:  # one open rotation per resource: the join repeats no resource
+        matches = matches.filter(rotations__state__in=Rotation.WAITING_STATES).only(
+            # What marking a redeploy and its audit read: a short query to build and run.
+            "vercel_id",
+            "installation__vercel_id",
+        )
+    found = list(matches.order_by("pk"))
+    explicit = {pair for pair in pairs if pair[0]}
+    bare = {r.vercel_id for r in found if (r.installation.vercel_id, r.vercel_id) not in explicit}
+    if bare:
+        counts = Counter(
+            Resource.objects.filter(vercel_id__in=bare).values_list("vercel_id", flat=True)
+        )
+        found = [r for r in found if r.vercel_id not in bare or counts[r.vercel_id] == 1]
     return found
 
 
-def _project_id(payload: dict) -> str:
-    return _str(_dict(payload.get("project")).get("id")) or _str(payload.get("projectId"))
+@dataclass
+class Delivery:
+    """A verified event as its handler reads it; resources are looked up once, when asked."""
+
+    event: dict
+    payload: dict
+    occurred_at: datetime | None
+
+    @property
+    def event_id(self) -> str:
+        return _str(self.event.get("id"))
+
+    @property
+    def project_id(self) -> str:
+        project = _str(_dict(self.payload.get("project")).get("id"))
+        return project or _str(self.payload.get("projectId"))
+
+    @functools.cached_property
+    def resources(self) -> list[Resource]:
+        return _event_resources(self.payload)
+
+    @functools.cached_property
+    def waiting_resources(self) -> list[Resource]:
+        """The named resources with a rotation waiting for redeploys; takes no lock."""
+        return _event_resources(self.payload, waiting_only=True)
 
 
-def _handle_deployment(event: dict, payload: dict, occurred_at: datetime | None) -> str:
-    project_id = _project_id(payload)
+def _handle_deployment(delivery: Delivery) -> str:
+    project_id = delivery.project_id
     if not project_id:
         return "no project id"
-    if occurred_at is None:
+    if delivery.occurred_at is None:
         return "no createdAt: cannot tell whether the deployment followed the push"
-    resources = _event_resources(payload)
-    if not resources:
-        return "no resource of ours"
+    payload = delivery.payload
     outcomes: list[str] = []
-    for resource in resources:
+    for resource in delivery.waiting_resources:
         outcomes += rotation_mark_project_redeployed(
             resource=resource,
             project_id=project_id,
-            deployed_at=occurred_at,
+            deployed_at=delivery.occurred_at,
             deployment_id=_str(_dict(payload.get("deployment")).get("id")),
             target=_str(payload.get("target")),
-            event_id=_str(event.get("id")),
+            event_id=delivery.event_id,
         )
-    return "; ".join(outcomes)
+    return "; ".join(outcomes) or "no rotation waiting for a redeploy"
 
 
-def _handle_connection(event: dict, payload: dict, occurred_at: datetime | None) -> str:
-    project_id = _project_id(payload)
-    resources = _event_resources(payload)
+def _handle_connection(delivery: Delivery) -> str:
+    project_id, resources = delivery.project_id, delivery.resources
     if not project_id or not resources:
         return "no project id or no resource of ours"
     service = (
         project_connected
-        if event["type"] == "integration-resource.project-connected"
+        if delivery.event["type"] == "integration-resource.project-connected"
         else project_disconnected
     )
     return "; ".join(
         service(
             resource=resource,
             project_id=project_id,
-            occurred_at=occurred_at,
-            event_id=_str(event.get("id")),
+            occurred_at=delivery.occurred_at,
+            event_id=delivery.event_id,
         )
         for resource in resources
     )
 
 
-def _handle_removed(event: dict, payload: dict, occurred_at: datetime | None) -> str:
-    installation_id = _str(_dict(payload.get("configuration")).get("id"))
+def _handle_removed(delivery: Delivery) -> str:
+    installation_id = _str(_dict(delivery.payload.get("configuration")).get("id"))
     installation = Installation.objects.filter(vercel_id=installation_id).first()
     if installation is None:
         return f"installation {installation_id or '?'} is not ours"
     return installation_removed(
-        installation=installation, occurred_at=occurred_at, event_id=_str(event.get("id"))
+        installation=installation, occurred_at=delivery.occurred_at, event_id=delivery.event_id
     )
 
 
-HANDLERS = {
-    "deployment.succeeded": _handle_deployment,
-    "deployment.ready": _handle_deployment,
+DEPLOYMENT_TYPES = frozenset({"deployment.succeeded", "deployment.ready"})
+HANDLERS: dict[str, Callable[[Delivery], str]] = {
+    **dict.fromkeys(DEPLOYMENT_TYPES, _handle_deployment),
     "integration-resource.project-connected": _handle_connection,
     "integration-resource.project-disconnected": _handle_connection,
     "integration-configuration.removed": _handle_removed,
 }
 # Any other type is only recorded and answered 200; a recorded `deployment.created` tells
 # that a later `deployment.succeeded` was built from before the push.
+
+
+class _Duplicate(Exception):
+    """The event id was recorded meanwhile: roll back what its handler did."""
 
 
 def webhook_event_handle(*, event: Any, origin: Origin | None = None) -> WebhookResult:
@@ -176,34 +237,41 @@ def webhook_event_handle(*, event: Any, origin: Origin | None = None) -> Webhook
         raise WebhookInvalid("the event needs a string id and type")
     payload = _dict(event.get("payload"))
     occurred_at = _event_time(event)
+    delivery = Delivery(event=event, payload=payload, occurred_at=occurred_at)
+    if event_type in DEPLOYMENT_TYPES and not delivery.waiting_resources:
+        # Nothing can change: one indexed lookup, no lock, no row written.
+        return WebhookResult(WebhookOutcome.UNRELATED)
     handler = HANDLERS.get(event_type)
-    with transaction.atomic():
-        try:
-            with transaction.atomic():
-                record = WebhookEvent.objects.create(
-                    event_id=event_id,
-                    type=event_type[:64],
-                    occurred_at=occurred_at,
-                    deployment_id=_str(_dict(payload.get("deployment")).get("id"))[:64],
-                    payload=event,
-                    status=(
-                        WebhookEvent.Status.PROCESSED if handler else WebhookEvent.Status.IGNORED
-                    ),
-                )
-        except IntegrityError:
-            return WebhookResult(WebhookOutcome.DUPLICATE)
-        if handler is None:
-            return WebhookResult(WebhookOutcome.IGNORED)
-        # A failure rolls everything back (the event row too), so a redelivery retries it.
-        result = handler(event, payload, occurred_at)
-        record.result = result[:2000]
-        record.save(update_fields=["result"])
-        audit_record(
-            action=AuditAction.WEBHOOK_RECEIVED,
-            actor_type=AuditEvent.ActorType.VERCEL,
-            origin=origin,
-            details={"event": event_id, "type": event_type, "result": result[:2000]},
-        )
+    record = WebhookEvent(
+        event_id=event_id,
+        type=event_type[:64],
+        occurred_at=occurred_at,
+        deployment_id=_str(_dict(payload.get("deployment")).get("id"))[:64],
+        payload=event,
+        status=WebhookEvent.Status.PROCESSED if handler else WebhookEvent.Status.IGNORED,
+    )
+    try:
+        # One append for the handler's events and ours, taking the chain lock only at the end.
+        with transaction.atomic(), audit_batch():
+            # A failure rolls everything back, so a redelivery retries it. The event row is
+            # written last, with the result: a redelivery (or the same event delivered twice
+            # at once) fails on its unique id and rolls back what its handler did.
+            result = handler(delivery)[:2000] if handler else ""
+            record.result = result
+            try:
+                record.save(force_insert=True)
+            except IntegrityError:
+                raise _Duplicate from None
+            if handler is None:
+                return WebhookResult(WebhookOutcome.IGNORED)
+            audit_record(
+                action=AuditAction.WEBHOOK_RECEIVED,
+                actor_type=AuditEvent.ActorType.VERCEL,
+                origin=origin,
+                details={"event": event_id, "type": event_type, "result": result},
+            )
+    except _Duplicate:
+        return WebhookResult(WebhookOutcome.DUPLICATE)
     return WebhookResult(WebhookOutcome.PROCESSED, result)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Value
 from django.utils import timezone
 
 from rotation.audit import (
@@ -31,13 +32,17 @@ def expire_soon_if_no_delay(rotation: Rotation) -> None:
     expiry_enqueue_after_commit(rotation.pk)
 
 
-def _deployment_started_before(deployment_id: str, moment: datetime) -> bool:
-    """A deployment created before the push was built with the old values."""
-    return (
-        bool(deployment_id)
-        and WebhookEvent.objects.filter(
-            deployment_id=deployment_id, type="deployment.created", occurred_at__lte=moment
-        ).exists()
+def _started_before_the_push(deployment_id: str) -> Exists | Value:
+    """Whether the deployment was created before the rotation's push (so built with the old
+    values): a recorded `deployment.created`, read in the query that locks the rotation."""
+    if not deployment_id:
+        return Value(False)
+    return Exists(
+        WebhookEvent.objects.filter(
+            deployment_id=deployment_id,
+            type="deployment.created",
+            occurred_at__lte=OuterRef("pushed_at"),
+        )
     )
 
 
@@ -74,7 +79,8 @@ def rotation_mark_project_redeployed(
     targets = settings.ROTATION_REDEPLOY_TARGETS
     if targets and (target or "") not in targets:
         return [f"target {target or 'none'} does not count"]
-    with transaction.atomic():
+    # No savepoint when nested (a webhook delivery): a failure rolls the caller back anyway.
+    with transaction.atomic(savepoint=False):
         return _project_redeployed(
             resource=resource,
             project_id=project_id,
@@ -95,14 +101,17 @@ def _project_redeployed(
     event_id: str,
 ) -> list[str]:
     outcomes: list[str] = []
-    rotations = Rotation.objects.select_for_update().filter(
-        resource=resource, state__in=Rotation.WAITING_STATES
+    rotations = (
+        Rotation.objects.select_for_update()
+        .filter(resource=resource, state__in=Rotation.WAITING_STATES)
+        .annotate(started_before=_started_before_the_push(deployment_id))
     )
     for rotation in rotations:
+        rotation.resource = resource  # loaded with its installation: the audit names both
         if rotation.pushed_at is None or deployed_at <= rotation.pushed_at:
             outcomes.append(f"rotation {rotation.pk}: deployment before the push")
             continue
-        if _deployment_started_before(deployment_id, rotation.pushed_at):
+        if rotation.started_before:
             outcomes.append(f"rotation {rotation.pk}: deployment started before the push")
             continue
         updated = RedeployCheck.objects.filter(

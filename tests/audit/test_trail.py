@@ -7,8 +7,16 @@ import uuid
 
 import pytest
 from django.db import DatabaseError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
-from rotation.audit import AuditAction, Origin, audit_record, audit_record_many, fingerprint
+from rotation.audit import (
+    AuditAction,
+    Origin,
+    audit_batch,
+    audit_record,
+    audit_record_many,
+    fingerprint,
+)
 from rotation.audit.chain import GENESIS_HASH, event_hash
 from rotation.audit.verify import audit_log_verify
 from rotation.models import AuditEvent, AuditEventImmutable, Installation
@@ -322,6 +330,47 @@ def test_it_appends_many_events_in_order_in_one_go(db, django_assert_max_num_que
         assert event.prev_hash == previous.hash
     assert audit_log_verify().intact
     assert audit_record_many([]) == []
+
+
+def test_it_appends_a_batch_in_order_with_one_insert_when_the_block_ends(db):
+    audit_record(action=AuditAction.INSTALLATION_CHANGED, reason="before")
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries, audit_batch():
+        audit_record(action=AuditAction.RESOURCE_CHANGED, resource="res_1")
+        audit_record_many([{"action": AuditAction.RESOURCE_CHANGED, "resource": "res_2"}])
+        audit_record(action=AuditAction.RESOURCE_CHANGED, resource="res_3")
+        assert AuditEvent.objects.count() == 1  # nothing written before the block ends
+    stored = list(AuditEvent.objects.order_by("id"))
+    assert [event.resource_ref for event in stored] == ["", "res_1", "res_2", "res_3"]
+    inserts = [q for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    assert len(inserts) == 1
+    assert audit_log_verify().intact
+
+
+def test_it_appends_a_nested_batch_with_the_outer_one_in_the_order_built(db):
+    with transaction.atomic(), audit_batch():
+        audit_record(action=AuditAction.RESOURCE_CHANGED, resource="res_1")
+        with audit_batch():
+            audit_record(action=AuditAction.RESOURCE_CHANGED, resource="res_2")
+        assert not AuditEvent.objects.exists()
+        audit_record(action=AuditAction.RESOURCE_CHANGED, resource="res_3")
+    stored = AuditEvent.objects.order_by("id").values_list("resource_ref", flat=True)
+    assert list(stored) == ["res_1", "res_2", "res_3"]
+    assert audit_log_verify().intact
+
+
+def test_it_appends_nothing_from_a_batch_left_by_an_error(db):
+    with pytest.raises(RuntimeError), transaction.atomic(), audit_batch():
+        audit_record(action=AuditAction.RESOURCE_CHANGED, resource="res_1")
+        raise RuntimeError("the change failed")
+    with transaction.atomic(), pytest.raises(ValueError, match="unknown"), audit_batch():
+        audit_record(action="rotation.made_up")  # refused when built, inside the block
+    assert not AuditEvent.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_refuses_a_batch_outside_a_transaction():
+    with pytest.raises(transaction.TransactionManagementError), audit_batch():
+        pass
 
 
 def test_it_appends_nothing_when_one_of_many_events_is_invalid(db):
