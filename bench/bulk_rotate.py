@@ -346,6 +346,12 @@ def main() -> None:
                     f"({100 * limited / max(total, 1):.1f}%, target <= 5%); "
                     f"failed rotations: {failed}"
                 )
+                sent = fake.requests
+                puts = [r for r in sent if r.method == "PUT"]
+                print(
+                    f"    {len(puts)} PUTs for {len({r.path for r in puts})} resources, "
+                    f"{len(sent) - len(puts)} other requests; {push_spread(batch)}"
+                )
                 fake.rate = None
                 fake.latency_ms = 0
             if "d" in parts:
