@@ -279,10 +279,14 @@ def main() -> None:
     setup_django(database_url)
 
     from django.test import Client
+    from django_q.models import OrmQ
 
     from rotation.devtools.fake_vercel import FakeVercel
     from rotation.models import Rotation
 
+    # A kept database may hold tasks an earlier run left queued (its notifications, say):
+    # they would run before this run's and skew it.
+    OrmQ.objects.all().delete()
     user = support_user()
     client = Client()
     client.force_login(user)
@@ -354,6 +358,12 @@ def main() -> None:
                     f"(target <= 1.10); 429s seen: {limited} of {total} requests "
                     f"({100 * limited / max(total, 1):.1f}%, target <= 5%); "
                     f"failed rotations: {failed}"
+                )
+                sent = fake.requests
+                puts = [r for r in sent if r.method == "PUT"]
+                print(
+                    f"    {len(puts)} PUTs for {len({r.path for r in puts})} resources, "
+                    f"{len(sent) - len(puts)} other requests; {push_spread(batch)}"
                 )
                 fake.rate = None
                 fake.latency_ms = 0

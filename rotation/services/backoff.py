@@ -10,7 +10,8 @@ the current endpoint (`rotation.vercel.endpoints`); when Vercel takes it there, 
 installation is switched to the current endpoint for every later push.
 
 Every PUT goes through the installation's pace (`rotation.services.pace`): a slot among the
-PUTs in flight, none while a 429 seen by any worker pauses the installation.
+PUTs in flight and a token of Vercel's rate limit, none while a 429 seen by any worker pauses
+the installation.
 """
 
 from __future__ import annotations
@@ -158,16 +159,16 @@ def resource_secrets_put(
 
 def _put_in_slot(pacer: Pacer, *, installation_id: int, call: dict) -> vercel.VercelError | None:
     """One PUT in a slot taken from `pacer`; the error, or None when Vercel took it."""
-    accepted = False
+    accepted, rate_limit = False, None
     try:
         # Reference: https://vercel.com/docs/rest-api/reference/endpoints/marketplace/update-resource-secrets
-        vercel.update_resource_secrets(**call)
+        rate_limit = vercel.update_resource_secrets(**call)
         accepted = True
         return None
     except vercel.VercelError as exc:
         return exc
     finally:
-        pacer.release(installation_id, accepted=accepted)
+        pacer.release(installation_id, accepted=accepted, rate_limit=rate_limit)
 
 
 def _paused_error(wait: float) -> vercel.VercelError:

@@ -1,8 +1,18 @@
-"""The pace of pushes per installation: how many PUTs in flight, and pauses after a 429.
+"""The pace of pushes per installation: how many PUTs in flight, how fast, and pauses after a
+429.
 
-Vercel rate-limits per token. The pause and the concurrency live in the database
-(`PushPace`), whichever broker runs the tasks, so every worker on every node sees a 429 at its
-next PUT: one primary-key read per PUT, and writes only when rate limited or recovering.
+Vercel rate-limits per token. The pause, the concurrency and the rate bucket live in the
+database (`PushPace`), whichever broker runs the tasks, so every worker on every node shares
+them: one primary-key read per PUT, and writes only when Vercel paces the installation.
+
+- The bucket: once Vercel's answers carry rate-limit headers (`rotation.vercel.ratelimit`),
+  each PUT takes a token from a bucket refilled at the limit per window and re-primed from
+  the freshest answer (what Vercel says remains, less the PUTs sent since). A PUT waits for
+  its token, so pushes slow down before Vercel answers 429. A few tokens stay in reserve
+  against the jitter between sending a PUT and Vercel counting it.
+- The safety net: a 429 still pauses every worker until `Retry-After` and halves the
+  concurrency (AIMD), which grows back while answers are 2xx.
+
 Within one process, `Pacer` counts the PUTs in flight per installation.
 """
 
@@ -10,7 +20,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -19,11 +31,25 @@ from django.db.models import F
 from django.utils import timezone
 
 from rotation.models import PushPace
+from rotation.vercel import RateLimit
 
 logger = logging.getLogger(__name__)
 
 # A thread waiting for a slot re-reads the shared pace this often (a pause set by another node).
 SLOT_POLL_SECONDS = 0.25
+# Share of the limit kept in reserve (at least one request).
+RESERVE_SHARE = 0.05
+# A PUT books its token at most this far ahead; beyond, it waits like a pause, token-less.
+BOOK_AHEAD_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Observed:
+    """An answer's rate-limit headers (None: it had none) and the number of the PUT it answered
+    (None: sent while the installation was not paced)."""
+
+    rate_limit: RateLimit | None
+    seq: int | None
 
 
 def pace_cap() -> int:
@@ -33,14 +59,81 @@ def pace_cap() -> int:
 
 def pace_read(*, installation_id: int) -> tuple[datetime | None, int]:
     """The installation's pause (None: none recorded) and its concurrency."""
+    return _pace_row(installation_id)[:2]
+
+
+def _pace_row(installation_id: int) -> tuple[datetime | None, int, bool]:
+    """`pace_read`, and whether Vercel paces the installation (its PUTs take tokens)."""
     row = (
         PushPace.objects.filter(pk=installation_id)
-        .values_list("paused_until", "concurrency")
+        .values_list("paused_until", "concurrency", "rate_limit")
         .first()
     )
     if row is None:
-        return None, pace_cap()
-    return row[0], max(1, min(row[1], pace_cap()))
+        return None, pace_cap(), False
+    return row[0], max(1, min(row[1], pace_cap())), row[2] is not None
+
+
+def pace_take(
+    *, installation_id: int, observed: Observed | None = None
+) -> tuple[float, int | None]:
+    """Book one PUT in the installation's bucket after recording `observed`: the seconds to wait
+    before sending it, and its number (None: not booked, because Vercel sends no rate limit,
+    or because the wait exceeds `BOOK_AHEAD_SECONDS`, to be waited out like a pause)."""
+    now = timezone.now()
+    with transaction.atomic():
+        if observed is not None and observed.rate_limit is not None:
+            pace, _ = PushPace.objects.select_for_update().get_or_create(
+                pk=installation_id, defaults={"concurrency": pace_cap()}
+            )
+        else:
+            found = PushPace.objects.select_for_update().filter(pk=installation_id).first()
+            if found is None:
+                return 0.0, None
+            pace = found
+        if observed is not None:
+            _observe(pace, observed, now)
+        if pace.rate_limit is None:
+            if observed is not None:
+                pace.save()
+            return 0.0, None
+        rate = pace.rate_limit / pace.rate_window
+        if pace.tokens_at is not None:
+            elapsed = (now - pace.tokens_at).total_seconds()
+            pace.tokens = min(float(pace.rate_limit), pace.tokens + max(0.0, elapsed) * rate)
+        pace.tokens_at = now
+        reserve = max(1.0, pace.rate_limit * RESERVE_SHARE)
+        wait = max(0.0, reserve + 1.0 - pace.tokens) / rate
+        booked = wait <= BOOK_AHEAD_SECONDS
+        if booked:
+            pace.tokens -= 1.0
+            pace.sent += 1
+        pace.save()
+    return wait, pace.sent if booked else None
+
+
+def _observe(pace: PushPace, observed: Observed, now: datetime) -> None:
+    """Prime the bucket from an answer's headers; none (Vercel lifted the limit) stops pacing."""
+    limit = observed.rate_limit
+    if limit is None:
+        pace.rate_limit = None
+        return
+    # The reset is in whole seconds, rounded up: one second less bounds the window from below.
+    window = max(1.0, limit.reset_in - 1.0)
+    first = pace.rate_limit is None
+    if first or pace.rate_limit != limit.limit:
+        pace.rate_limit, pace.rate_window = limit.limit, window
+    else:
+        pace.rate_window = max(pace.rate_window, window)
+    if observed.seq is None:
+        if first:
+            # PUTs of other workers may be in flight, unknown to this answer: half is safe.
+            pace.tokens, pace.tokens_at = limit.remaining / 2, now
+    elif observed.seq > pace.observed_seq:
+        # What Vercel had left after this PUT, less the PUTs booked since.
+        pace.tokens = limit.remaining - (pace.sent - observed.seq)
+        pace.tokens_at = now
+        pace.observed_seq = observed.seq
 
 
 def pace_rate_limited(*, installation_id: int, wait: float) -> datetime:
@@ -55,6 +148,8 @@ def pace_rate_limited(*, installation_id: int, wait: float) -> datetime:
         if pace.paused_until is None or pace.paused_until <= now:
             pace.concurrency = max(1, min(pace.concurrency, pace_cap()) // 2)
         pace.paused_until = max(pace.paused_until or until, until)
+        if pace.rate_limit is not None and pace.tokens_at is not None:
+            pace.tokens, pace.tokens_at = min(pace.tokens, 0.0), now  # Vercel's bucket is empty
         pace.rate_limited_count += 1
         pace.save()
     logger.info(
@@ -81,28 +176,58 @@ class Pacer:
         self._in_flight: dict[int, int] = defaultdict(int)
         self._successes: dict[int, int] = defaultdict(int)
         self._limit: dict[int, int] = {}
+        self._paced: dict[int, bool] = {}
+        # The freshest answer's headers per installation, recorded with the next booking.
+        self._observed: dict[int, Observed] = {}
+        # The number of the PUT this thread holds a slot for (see `release`).
+        self._local = threading.local()
 
     def acquire(self, installation_id: int) -> float:
-        """Take a slot for one PUT and return 0, or return the seconds the installation's
-        pushes stay paused (no slot taken)."""
+        """Take a slot for one PUT and return 0 once it may be sent, or return the seconds the
+        installation's pushes stay paused (no slot taken)."""
         while True:
-            paused_until, concurrency = pace_read(installation_id=installation_id)
+            paused_until, concurrency, paced = _pace_row(installation_id)
             now = timezone.now()
             if paused_until is not None and paused_until > now:
                 return max((paused_until - now).total_seconds(), 0.001)
             with self._changed:
                 self._limit[installation_id] = concurrency
+                self._paced[installation_id] = paced
                 if self._in_flight[installation_id] < concurrency:
                     self._in_flight[installation_id] += 1
-                    return 0.0
+                    observed = self._observed.pop(installation_id, None)
+                    break
                 self._changed.wait(timeout=SLOT_POLL_SECONDS)
+        self._local.seq = None
+        if not paced and observed is None:
+            return 0.0
+        wait, self._local.seq = pace_take(installation_id=installation_id, observed=observed)
+        if self._local.seq is None and wait > 0:
+            self._give_back(installation_id)
+            return wait
+        if wait > 0:
+            time.sleep(wait)
+            paused_until = _pace_row(installation_id)[0]
+            now = timezone.now()
+            if paused_until is not None and paused_until > now:  # a 429 came meanwhile
+                self._give_back(installation_id)
+                return max((paused_until - now).total_seconds(), 0.001)
+        return 0.0
 
-    def release(self, installation_id: int, *, accepted: bool) -> None:
-        """Give the slot back; a run of `concurrency` accepted PUTs grows it by one."""
+    def release(
+        self, installation_id: int, *, accepted: bool, rate_limit: RateLimit | None = None
+    ) -> None:
+        """Give the slot back with its answer's rate-limit headers; a run of `concurrency`
+        accepted PUTs grows the concurrency by one."""
         grow = False
+        seq = getattr(self._local, "seq", None)
         with self._changed:
             self._in_flight[installation_id] -= 1
             self._changed.notify_all()
+            if accepted and (rate_limit is not None or self._paced.get(installation_id)):
+                kept = self._observed.get(installation_id)
+                if kept is None or (seq or 0) >= (kept.seq or 0):
+                    self._observed[installation_id] = Observed(rate_limit=rate_limit, seq=seq)
             limit = self._limit.get(installation_id, pace_cap())
             if not accepted:
                 self._successes[installation_id] = 0
@@ -113,6 +238,12 @@ class Pacer:
                     grow = True
         if grow:
             pace_grow(installation_id=installation_id)
+
+    def _give_back(self, installation_id: int) -> None:
+        """A slot taken but not used for a PUT."""
+        with self._changed:
+            self._in_flight[installation_id] -= 1
+            self._changed.notify_all()
 
 
 # The process's pacer: one worker process runs one task at a time.

@@ -5,7 +5,8 @@ Modules: `client` (the session, the request helper and the endpoints), `errors`
 (`VercelError` and how answers, transport failures and refusals become one, with the waits
 Vercel asks for), `contract` (environments and variable names), `endpoints` (which secrets
 endpoint a push calls: the sunset date and the fallback from the deprecated one),
-`marketplace` (list and update resources, rotate and revoke installation credentials).
+`marketplace` (list and update resources, rotate and revoke installation credentials),
+`ratelimit` (the rate-limit headers of an answer).
 """
 
 from rotation.vercel.client import (
@@ -26,6 +27,7 @@ from rotation.vercel.marketplace import (
     rotate_installation_credential,
     update_resource,
 )
+from rotation.vercel.ratelimit import RateLimit, rate_limit_from_headers
 
 __all__ = [
     "RETRY_AFTER_MAX",
@@ -33,12 +35,14 @@ __all__ = [
     "USER_AGENT",
     "VERSION",
     "NewToken",
+    "RateLimit",
     "VercelError",
     "VercelResource",
     "default_session",
     "list_resources",
     "notification_body",
     "parse_retry_after",
+    "rate_limit_from_headers",
     "revoke_installation_credential",
     "rotate_installation_credential",
     "secrets_body",

@@ -24,6 +24,7 @@ from requests.adapters import HTTPAdapter
 from rotation.redaction import secret_values
 from rotation.vercel.contract import ENVIRONMENTS, is_valid_env_name
 from rotation.vercel.errors import error_from_response, error_from_transport, refusal
+from rotation.vercel.ratelimit import RateLimit, rate_limit_from_headers
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +160,12 @@ def _base_url() -> str:
     raise refusal("VERCEL_API_URL must be https:// (plain http:// only to this machine)")
 
 
-def _request(
+def _request(method: str, path: str, **call: Any) -> Any:
+    """Send one call (`_send`); returns the answer's JSON (None when it has no body)."""
+    return _answer_json(_send(method, path, **call))
+
+
+def _send(
     method: str,
     path: str,
     *,
@@ -168,8 +174,8 @@ def _request(
     hidden: list[str],
     session: requests.Session | None,
     params: dict[str, str] | None = None,
-) -> Any:
-    """Send one call; returns the answer's JSON (None when it has no body)."""
+) -> requests.Response:
+    """Send one call; returns the 2xx answer, else raises `VercelError`."""
     _check_token(token)
     url = _base_url() + path
     session = session or default_session()
@@ -197,7 +203,7 @@ def _request(
             logger.info(
                 "vercel %s %s -> %s in %.0f ms", method, path, response.status_code, elapsed_ms
             )
-            return _answer_json(response)
+            return response
         error = error_from_response(response, hidden)
     logger.warning(
         "vercel %s %s failed: %s", method, path, error, extra={"vercel_code": error.code}
@@ -225,8 +231,9 @@ def update_resource_secrets(
     product: str | None = None,
     partial: bool = False,
     session: requests.Session | None = None,
-) -> None:
-    """Push a resource's secret set; without `partial` it replaces every secret it had."""
+) -> RateLimit | None:
+    """Push a resource's secret set; without `partial` it replaces every secret it had.
+    Returns the answer's rate-limit headers, if any, so the caller can pace its pushes."""
     validate_secrets(secrets)
     if endpoint == "current":
         # Reference: https://vercel.com/docs/rest-api/reference/endpoints/marketplace/update-resource-secrets
@@ -244,7 +251,7 @@ def update_resource_secrets(
     else:
         raise refusal(f"endpoint must be one of {', '.join(ENDPOINTS)}")
     hidden = [token, *secret_values(secrets)]
-    _request(
+    response = _send(
         "PUT",
         path,
         token=token,
@@ -252,3 +259,4 @@ def update_resource_secrets(
         hidden=hidden,
         session=session,
     )
+    return rate_limit_from_headers(response.headers)

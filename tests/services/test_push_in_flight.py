@@ -48,6 +48,41 @@ def puts(fake) -> list:
     return [r for r in fake.requests if r.method == "PUT"]
 
 
+def clusters_env(fake_vercel, monkeypatch) -> dict[str, str]:
+    """Settings of qclusters of one worker on this test's database and stand-in (the Redis
+    broker on PostgreSQL, the ORM broker on SQLite); tasks enqueued here reach them."""
+    name = f"pp-test-{uuid.uuid4().hex[:10]}"
+    env = {
+        "DATABASE_URL": database_url(connection.settings_dict),
+        "VERCEL_API_URL": fake_vercel.url,
+        "Q_CLUSTER_NAME": name,
+        "Q_WORKERS": "1",
+        "Q_POLL": "0.1",
+        "ROTATION_PUSH_CONCURRENCY": "8",
+        "PYTHONUNBUFFERED": "1",
+    }
+    redis_url = REDIS_URL if connection.vendor == "postgresql" else ""
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    q_conf_use(monkeypatch, name=name, redis_url=redis_url)
+    monkeypatch.setattr(Conf, "SYNC", False)
+    return env
+
+
+def clusters_run(env: dict[str, str], tmp_path, *, until, timeout: float = 60) -> bool:
+    """Run two clusters until `until()` holds (or `timeout` passes); whether it held."""
+    clusters = [qcluster_start(env, tmp_path / f"cluster{n}.log") for n in range(2)]
+    try:
+        return wait_until(until, timeout=timeout, interval=0.5)
+    finally:
+        for cluster in clusters:
+            qcluster_stop(cluster)
+        if connection.vendor == "postgresql":
+            from django_q.brokers import get_broker
+
+            get_broker().delete_queue()
+
+
 @pytest.mark.processes
 @pytest.mark.django_db(transaction=True)
 def test_a_chunk_task_keeps_several_puts_in_flight(fake_vercel, settings):
@@ -116,21 +151,7 @@ def test_two_clusters_share_the_rate_limit_skip_cancelled_and_finalize_once(
         {"error": {"code": "rate_limited", "message": "slow down"}},
         headers={"Retry-After": "4"},
     )
-    name = f"pp-test-{uuid.uuid4().hex[:10]}"
-    env = {
-        "DATABASE_URL": database_url(connection.settings_dict),
-        "VERCEL_API_URL": fake_vercel.url,
-        "Q_CLUSTER_NAME": name,
-        "Q_WORKERS": "1",
-        "Q_POLL": "0.1",
-        "ROTATION_PUSH_CONCURRENCY": "8",
-        "PYTHONUNBUFFERED": "1",
-    }
-    redis_url = REDIS_URL if connection.vendor == "postgresql" else ""
-    if redis_url:
-        env["REDIS_URL"] = redis_url
-    q_conf_use(monkeypatch, name=name, redis_url=redis_url)
-    monkeypatch.setattr(Conf, "SYNC", False)
+    env = clusters_env(fake_vercel, monkeypatch)
     batch = services.rotation_request(
         resource_ids=installation.resources.all(), actor=alice, reason="shared limit"
     )
@@ -139,20 +160,11 @@ def test_two_clusters_share_the_rate_limit_skip_cancelled_and_finalize_once(
         services.rotation_cancel(rotation=rotation, actor=alice)
     # Each chunk task delivered a second time, as a broker may after a lost acknowledgement.
     services.rotations_enqueue(rotation_ids=[r.pk for r in rotations], group="again")
-    clusters = [qcluster_start(env, tmp_path / f"cluster{n}.log") for n in range(2)]
-    try:
-        finished = wait_until(
-            lambda: Task.objects.filter(func="rotation.tasks.rotations_process").count() == 4,
-            timeout=60,
-            interval=0.5,
-        )
-    finally:
-        for cluster in clusters:
-            qcluster_stop(cluster)
-        if connection.vendor == "postgresql":
-            from django_q.brokers import get_broker
-
-            get_broker().delete_queue()
+    finished = clusters_run(
+        env,
+        tmp_path,
+        until=lambda: Task.objects.filter(func="rotation.tasks.rotations_process").count() == 4,
+    )
     logs = "".join(p.read_text(errors="replace")[-2000:] for p in tmp_path.glob("*.log"))
     assert finished, logs
 
@@ -187,3 +199,37 @@ def test_two_clusters_share_the_rate_limit_skip_cancelled_and_finalize_once(
     # At least both workers (django-q stamps `stopped` when the monitor saves the result, which
     # can lag, so a third task that had just ended may overlap the instant too).
     assert len(busy) >= 2, [(t.started, t.stopped, t.result) for t in runs]
+
+
+@pytest.mark.processes
+@pytest.mark.django_db(transaction=True)
+def test_two_clusters_pace_pushes_by_vercels_rate_limit_headers(fake_vercel, tmp_path, monkeypatch):
+    """Vercel allows 20 PUTs a second (its answers say so): pushing 100 resources from two
+    clusters, each able to keep 8 PUTs in flight 30 ms long (~500 a second), shares one bucket
+    and stays within the limit, where unpaced PUTs would meet dozens of 429s."""
+    roles_sync()
+    alice = make_user("alice", group=SUPPORT)
+    installation = make_installation("icfg_paced", resources=100)
+    fake_vercel.load_from_database()
+    fake_vercel.latency_ms = 30
+    fake_vercel.rate = 20
+    env = clusters_env(fake_vercel, monkeypatch)
+    env["ROTATION_PUSH_PER_INSTALLATION"] = "4"
+    batch = services.rotation_request(  # two chunk tasks, one for each cluster
+        resource_ids=installation.resources.all(), actor=alice, reason="paced"
+    )
+    finished = clusters_run(
+        env,
+        tmp_path,
+        until=lambda: not batch.rotations.exclude(state=State.AWAITING_REDEPLOY).exists(),
+    )
+    logs = "".join(p.read_text(errors="replace")[-2000:] for p in tmp_path.glob("*.log"))
+    assert finished, logs
+
+    sent = puts(fake_vercel)
+    accepted = [r for r in sent if r.status == 201]
+    assert len(accepted) == len({r.path for r in accepted}) == 100
+    assert fake_vercel.stats["rate_limited"] <= 2  # jitter of a loaded machine, at most
+    pace = PushPace.objects.get(installation=installation)
+    assert (pace.rate_limit, pace.rate_window) == (20, 1.0)  # primed from the headers
+    assert pace.sent >= 90  # all but the first PUTs, sent before any answer, took a token

@@ -3,7 +3,8 @@
 It serves both Update Resource Secrets endpoints as Vercel documents them
 (`rotation/vercel_openapi.json`, a copy of Vercel's published schema), checks the bearer
 token per installation, and injects faults for tests and benchmarks: a token-bucket rate
-limit (429), 5xx answers, latency, hangs and dropped connections. It also serves the
+limit per token and method (429, and Vercel's `X-RateLimit-*` headers), 5xx answers,
+latency, hangs and dropped connections. It also serves the
 Marketplace calls around them (`marketplace`: list resources, update a resource and its
 dashboard notification, rotate and revoke installation credentials, with several live
 tokens per installation until one is revoked). Any other path answers 404.

@@ -110,10 +110,13 @@ class Responder:
         if latency > 0 and self.stopping.wait(latency):
             drop(handler)
             return None
-        answer = self.faults.answer_instead()
+        bucket = (handler.headers.get("Authorization", ""), method)
+        answer, limit_headers = self.faults.answer_instead(bucket)
         if answer is not None:
             return answer
-        return self.endpoints.answer(handler, method, path, raw, recorded)
+        answer = self.endpoints.answer(handler, method, path, raw, recorded)
+        answer.headers.update(limit_headers)
+        return answer
 
     def _send_page(self, handler: Handler) -> None:
         answer = Answer(200)

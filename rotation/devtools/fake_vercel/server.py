@@ -152,7 +152,8 @@ class FakeVercel(MarketplaceControls):
 
     @property
     def rate(self) -> float | None:
-        """Requests per second allowed (token bucket holding one second's worth), or None."""
+        """Requests per second allowed per token and method (a token bucket holding one
+        second's worth), or None."""
         return self._faults.rate
 
     @rate.setter

@@ -35,6 +35,29 @@ def test_it_rate_limits_with_retry_after_and_the_limit_body(fake, http):
     assert fake.stats["rate_limited"] == 1
 
 
+def test_it_sends_vercels_rate_limit_headers_while_a_rate_is_set(fake, http):
+    assert "X-RateLimit-Limit" not in call(http, fake).headers  # no rate, no headers
+    fake.rate = 2
+
+    first, second, third = (call(http, fake) for _ in range(3))
+
+    assert [r.status_code for r in (first, second, third)] == [201, 201, 429]
+    assert [r.headers["X-RateLimit-Limit"] for r in (first, third)] == ["2", "2"]
+    assert [r.headers["X-RateLimit-Remaining"] for r in (first, second, third)] == ["1", "0", "0"]
+    # When the window is whole again, in epoch seconds: within the second it takes to refill.
+    reset = int(third.headers["X-RateLimit-Reset"])
+    assert time.time() < reset <= time.time() + 2
+
+
+def test_it_limits_each_token_and_method_on_its_own(fake, http):
+    fake.rate = 0.01
+    assert call(http, fake).status_code == 201
+    assert call(http, fake).status_code == 429
+
+    assert call(http, fake, token="vci_another_token").status_code == 403  # not 429
+    assert call(http, fake, method="PATCH").status_code != 429
+
+
 def test_it_lifts_the_rate_limit_when_the_knob_is_cleared(fake, http):
     fake.rate = 0.01
     call(http, fake)

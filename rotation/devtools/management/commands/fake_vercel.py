@@ -24,7 +24,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8765)
-        parser.add_argument("--rate", type=float, default=None, help="requests per second")
+        parser.add_argument(
+            "--rate", type=float, default=None, help="requests per second, per token and method"
+        )
         parser.add_argument("--fail-rate", type=probability, default=0.0, help="share of 5xx")
         parser.add_argument("--latency-ms", type=float, default=0.0)
         parser.add_argument("--hang-rate", type=probability, default=0.0)
