@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('rotation', '0015_push_pace'),
+        ('rotation', '0016_changelist_indexes'),
     ]
 
     operations = [
