@@ -322,6 +322,8 @@ def main() -> None:
                     TOKEN,
                     {r.vercel_id: r.product for r in installation.resources.all()},
                 )
+        # A kept database (PostgreSQL) may still queue an earlier invocation's tasks.
+        forget_rotations()
         cluster = start_qcluster(database_url, fake.url, args.workers, workdir / "qcluster.log")
         try:
             time.sleep(3)  # let the cluster start its workers before anything is timed
