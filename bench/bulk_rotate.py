@@ -5,7 +5,9 @@ Prints, in one run:
       select_across=1) for 1,000 and 10,000 selected resources, or the sizes of --a-sizes
       (P3: <= 0.5 s for 10,000 on SQLite and PostgreSQL; <= 3 s for --a-sizes 100000)
   (b) end-to-end time of 1,000 rotations with 2 qcluster workers, divided by the time of a
-      plain `requests` loop sending the same 1,000 PUTs to the same stand-in  (target <= 2.0)
+      plain `requests` loop sending the same 1,000 PUTs to the same stand-in  (target <= 1.5);
+      the dashboard notifications that follow the pushes are waited for after each run (and
+      reported), so one run's PATCHes never overlap the next run's timing
   (c) with the stand-in at 50 requests/s: completion time / (N / 50) (target <= 1.10), the
       number of 429 answers seen (target <= 5% of requests), and the number of failed
       rotations (must be 0); `--latency-ms` applies here too (P2: 100 ms, --rate 60)
@@ -228,6 +230,20 @@ def wait_for_batch(batch) -> float:
     return time.monotonic()
 
 
+def wait_for_notifications(batch) -> float:
+    """When every pushed rotation's dashboard notification PATCH is done (bounded by
+    MAX_WAIT_S): production work that follows the pushes, and must not overlap the next run."""
+    from rotation.models import Rotation
+
+    pending = [Rotation.Notification.SETTING, Rotation.Notification.CLEARING]
+    deadline = time.monotonic() + MAX_WAIT_S
+    while batch.rotations.filter(notification_state__in=pending).exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"batch #{batch.pk}: notifications pending after {MAX_WAIT_S} s")
+        time.sleep(0.05)
+    return time.monotonic()
+
+
 def plain_loop(fake, installation) -> float:
     """The same PUTs as the pipeline sends, from a plain requests loop with one session."""
     import requests
@@ -319,6 +335,8 @@ def main() -> None:
                     TOKEN,
                     {r.vercel_id: r.product for r in installation.resources.all()},
                 )
+        # A kept database (PostgreSQL) may still queue an earlier invocation's tasks.
+        forget_rotations()
         cluster = start_qcluster(database_url, fake.url, args.workers, workdir / "qcluster.log")
         try:
             time.sleep(3)  # let the cluster start its workers before anything is timed
@@ -329,7 +347,9 @@ def main() -> None:
                     if attempt:
                         forget_rotations()
                     loop = plain_loop(fake, sizes[1000])
+                    started = time.monotonic()
                     e2e, batch = pipeline_run(client, sizes[1000], 1000)
+                    notified = wait_for_notifications(batch) - started
                     failed = batch.rotations.filter(state=Rotation.State.FAILED).count()
                     ratios.append(e2e / loop)
                     print(
@@ -338,9 +358,13 @@ def main() -> None:
                         f"ratio {e2e / loop:.2f}; failed: {failed}"
                     )
                     print(f"    {push_spread(batch)}")
+                    print(
+                        f"    dashboard notifications (a PATCH per rotation after its push, "
+                        f"not in the ratio) all done {notified:.2f} s after the request"
+                    )
                 print(
                     f"(b) median ratio over {len(ratios)} runs: {statistics.median(ratios):.2f} "
-                    f"(target <= 2.0; stand-in latency {args.latency_ms:g} ms)"
+                    f"(target <= 1.5; stand-in latency {args.latency_ms:g} ms)"
                 )
                 fake.latency_ms = 0
                 forget_rotations()

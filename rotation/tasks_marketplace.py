@@ -4,7 +4,10 @@ check and the dashboard notification. Thin: ids in, counts or steps out, never a
 from __future__ import annotations
 
 from rotation import vercel
-from rotation.redeploy.notification import rotation_notification_sync
+from rotation.redeploy.notification import (
+    rotation_notification_sync,
+    rotations_notification_sync,
+)
 from rotation.services.installation_tokens import installation_token_advance
 from rotation.services.inventory import inventory_check, inventory_check_run
 
@@ -29,5 +32,13 @@ def inventory_check_report(report_id: int) -> int:
 
 
 def rotation_notification(rotation_id: int) -> str:
-    """Set or clear a rotation's dashboard notification; returns its state."""
+    """Set or clear a rotation's dashboard notification (tasks queued before groups were)."""
     return rotation_notification_sync(rotation_id=rotation_id, session=vercel.default_session())
+
+
+def rotation_notifications(rotation_ids: list[int]) -> list[str]:
+    """Set or clear the dashboard notifications of a group of rotations; returns their states."""
+    states = rotations_notification_sync(
+        rotation_ids=rotation_ids, session=vercel.default_session()
+    )
+    return [states[pk] for pk in sorted(states)]

@@ -400,3 +400,12 @@ def test_it_pushes_once_when_a_chunk_task_is_delivered_twice_at_once(fake_vercel
     assert len(puts) == len(set(puts)) == 20
     assert CredentialVersion.objects.filter(stage="current").count() == 20
     assert_stand_in_holds_current_versions(fake_vercel)
+
+
+def test_each_task_starts_with_an_empty_query_log(db):
+    """With DEBUG on, a worker would otherwise hold up to 9,000 logged queries (issue 11, P8)."""
+    from django_q.signals import pre_execute
+
+    connection.queries_log.append({"sql": "SELECT 1", "time": "0.000"})
+    pre_execute.send(sender="django_q", func=tasks.rotations_sweep, task={"id": "t"})
+    assert len(connection.queries_log) == 0

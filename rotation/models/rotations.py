@@ -109,6 +109,9 @@ class Rotation(models.Model):
     )
     expired_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # When the next planned reminder falls due: its row is made then (rotation.redeploy.reminders),
+    # not at push time. None: no reminder left to make.
+    next_reminder_at = models.DateTimeField(null=True, blank=True)
     # A rollback staff asked for, run by a task (rotation.services.rollback). Set while it is
     # pending, to when its task was (re-)queued; cleared when it fails. The rotation stays
     # waiting meanwhile, so the one-open-rotation constraint covers it; expiry waits for it.
@@ -156,6 +159,12 @@ class Rotation(models.Model):
                 fields=["rollback_queued_at"],
                 condition=Q(rollback_queued_at__isnull=False),
                 name="rotation_rollback_pending_idx",
+            ),
+            # The redeploy tick reads the rotations whose next reminder is due.
+            models.Index(
+                fields=["next_reminder_at"],
+                condition=Q(next_reminder_at__isnull=False),
+                name="rotation_reminder_due_idx",
             ),
         ]
         permissions = [

@@ -1,50 +1,26 @@
-"""The start of redeploy tracking, when a push lands: projects to wait for, deadline, reminders."""
+"""The start of redeploy tracking, when a push lands: projects to wait for, deadline, and when
+the first reminder falls due (its row is made then, by the redeploy tick)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
-from rotation.models import ConnectedProject, RedeployCheck, Reminder, Rotation
+from rotation.models import ConnectedProject, RedeployCheck, Rotation
 from rotation.redeploy.expiry import expiry_enqueue_after_commit
-
-
-def _reminders_for(rotation: Rotation, pushed_at: datetime, deadline: datetime) -> list[Reminder]:
-    if rotation.emergency or rotation.expire_old_after_push is not None:
-        return []  # nothing to wait for: expiry comes at once, or when Vercel asked
-    reminders = [
-        Reminder(
-            rotation=rotation,
-            step=f"day-{days:g}",
-            kind=Reminder.Kind.CUSTOMER,
-            due_at=pushed_at + timedelta(days=days),
-        )
-        for days in sorted(set(settings.ROTATION_REMINDER_DAYS))
-        if pushed_at + timedelta(days=days) < deadline
-    ]
-    escalate_at = deadline - timedelta(hours=settings.ROTATION_ESCALATION_HOURS_BEFORE_DEADLINE)
-    reminders.append(
-        Reminder(
-            rotation=rotation,
-            step="escalation",
-            kind=Reminder.Kind.ESCALATION,
-            due_at=max(escalate_at, pushed_at),
-        )
-    )
-    if not settings.ROTATION_EXPIRE_ON_DEADLINE:  # otherwise expiry, not a warning, is due
-        reminders.append(
-            Reminder(
-                rotation=rotation, step="overdue", kind=Reminder.Kind.ESCALATION, due_at=deadline
-            )
-        )
-    return reminders
+from rotation.redeploy.reminders import reminders_plan
 
 
 def rotations_redeploy_begin(*, rotations: list[Rotation]) -> list[dict[str, Any]]:
     """Snapshot the projects to wait for, set deadlines and plan reminders; idempotent.
+
+    Reminder rows are not made here: `next_reminder_at` says when the first falls due, and
+    the redeploy tick makes each row then (`reminders_create_due`), so a push writes no more
+    than a few rows per rotation.
 
     Runs inside the push's record transaction, on a group of just-pushed rotations, with a
     fixed number of queries. Returns each rotation's plan (projects, deadline, reminders),
@@ -61,7 +37,7 @@ def rotations_redeploy_begin(*, rotations: list[Rotation]) -> list[dict[str, Any
     ):
         connected.setdefault(project.resource_id, []).append(project)
     checks: list[RedeployCheck] = []
-    reminders: list[Reminder] = []
+    first_reminders: dict[datetime | None, list[int]] = defaultdict(list)
     new_deadlines: dict[datetime, list[int]] = {}
     keep_old: dict[datetime, list[int]] = {}
     plans: list[dict[str, Any]] = []
@@ -89,8 +65,9 @@ def rotations_redeploy_begin(*, rotations: list[Rotation]) -> list[dict[str, Any
             )
             new_deadlines.setdefault(rotation.redeploy_deadline_at, []).append(rotation.pk)
         deadline = rotation.redeploy_deadline_at
-        planned = _reminders_for(rotation, pushed_at, deadline)
-        reminders += planned
+        planned = reminders_plan(rotation, pushed_at=pushed_at, deadline=deadline)
+        rotation.next_reminder_at = min((r.due_at for r in planned), default=None)
+        first_reminders[rotation.next_reminder_at].append(rotation.pk)
         plan: dict[str, Any] = {
             "projects": sorted(p.project_id for p in projects),
             "deadline": deadline.isoformat(),
@@ -105,7 +82,8 @@ def rotations_redeploy_begin(*, rotations: list[Rotation]) -> list[dict[str, Any
         Rotation.objects.filter(pk__in=pks).update(redeploy_deadline_at=deadline)
     for until, pks in keep_old.items():
         Rotation.objects.filter(pk__in=pks).update(keep_old_until=until, redeploy_deadline_at=until)
-    Reminder.objects.bulk_create(reminders, ignore_conflicts=True)
+    for due_at, pks in first_reminders.items():
+        Rotation.objects.filter(pk__in=pks).update(next_reminder_at=due_at)
     for rotation in rotations:
         vercel_delay_over = rotation.keep_old_until is not None and (
             rotation.expire_old_after_push is not None and rotation.keep_old_until <= now

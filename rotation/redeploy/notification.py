@@ -3,10 +3,13 @@ push ("new credentials are in place: redeploy"), cleared when the rotation compl
 rolled back or is cancelled.
 
 It never blocks a rotation: the hooks only record what is wanted, after the rotation's
-transaction commits, and queue a task (ids only). The task PATCHes the resource outside any
-transaction and records the outcome; a transient error is retried with backoff (the sweeper
-re-queues due retries), a permanent one or too many attempts leave it `failed`, with the
-error on the rotation page. Every outcome is audited.
+transaction commits, and queue tasks of up to GROUP rotation ids (ids only; one task per
+rotation cost more than its PATCH). A task claims its rotations in one transaction, PATCHes
+each resource outside any transaction (a few in flight: Vercel shows the notification per
+resource, CONTRACT §9, so there is one PATCH per rotation), and records the outcomes in one
+more; a transient error is retried with backoff (the sweeper re-queues due retries), a
+permanent one or too many attempts leave it `failed`, with the error on the rotation page.
+Every outcome is audited, one event per rotation.
 
 Text and link come from `VERCEL_NOTIFICATION_TITLE`, `..._MESSAGE` and `..._HREF`, templates
 with `{variables}` (the resource's variable names), `{resource}` (its name),
@@ -19,6 +22,7 @@ import logging
 import random
 import string
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -29,17 +33,20 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from rotation import vercel
-from rotation.audit import AuditAction, audit_record
+from rotation.audit import AuditAction, audit_record, audit_record_many
 from rotation.crypto import CryptoError
 from rotation.error_text import error_text
 from rotation.models import AuditEvent, Rotation
+from rotation.selectors import chunked
 
 if TYPE_CHECKING:
     import requests
 
 logger = logging.getLogger(__name__)
 Notification = Rotation.Notification
-TASK = "rotation.tasks_marketplace.rotation_notification"
+TASK = "rotation.tasks_marketplace.rotation_notifications"
+# Rotations per task: a push records its successes in groups of 50 (rotation.services.push).
+GROUP = 50
 SET, CLEAR = "set", "clear"
 PENDING = (Notification.SETTING, Notification.CLEARING)
 # Once shown (or being shown, or failed while showing): these need clearing at the end.
@@ -47,8 +54,9 @@ SHOWN = (Notification.SETTING, Notification.SET, Notification.FAILED)
 BACKOFF_MAX = 300.0
 
 
-def _enqueue(rotation_id: int) -> None:
-    async_task(TASK, rotation_id, task_name=f"notification-{rotation_id}")
+def _enqueue(rotation_ids: list[int]) -> None:
+    for group in chunked(sorted(rotation_ids), GROUP):
+        async_task(TASK, group, task_name=f"notifications-{group[0]}")
 
 
 def notifications_after_commit(rotation_ids: Iterable[int], *, wanted: str) -> None:
@@ -84,8 +92,8 @@ def notifications_request(rotation_ids: list[int], *, wanted: str) -> list[int]:
             notification_error="",
             notification_next_attempt_at=now + _stuck_after(),
         )
-        for rotation_id in ids:
-            transaction.on_commit(partial(_enqueue, rotation_id))
+        if ids:
+            transaction.on_commit(partial(_enqueue, ids))
     return ids
 
 
@@ -129,31 +137,29 @@ def notification_text(rotation: Rotation) -> dict[str, str]:
     )
 
 
-def _claim(rotation_id: int) -> Rotation | None:
+def _claim(rotation_ids: list[int]) -> list[Rotation]:
+    """The rotations whose notification waits, each leased: the sweeper re-queues it once
+    the lease runs out (its worker died)."""
     with transaction.atomic():
-        rotation = (
+        rotations = list(
             Rotation.objects.select_for_update(of=("self",))
             .select_related("resource__installation")
-            .filter(pk=rotation_id, notification_state__in=PENDING)
-            .first()
+            .filter(pk__in=rotation_ids, notification_state__in=PENDING)
+            .order_by("pk")
         )
-        if rotation is None:
-            return None
-        # A worker that dies is noticed by the sweeper after this.
-        rotation.notification_next_attempt_at = timezone.now() + _stuck_after()
-        rotation.save(update_fields=["notification_next_attempt_at"])
-    return rotation
+        Rotation.objects.filter(pk__in=[rotation.pk for rotation in rotations]).update(
+            notification_next_attempt_at=timezone.now() + _stuck_after()
+        )
+    return rotations
 
 
-def rotation_notification_sync(*, rotation_id: int, session: requests.Session | None = None) -> str:
-    """Set or clear the rotation's dashboard notification; returns its state."""
-    rotation = _claim(rotation_id)
-    if rotation is None:
-        return Rotation.objects.values_list("notification_state", flat=True).get(pk=rotation_id)
-    wanted = rotation.notification_wanted
+def _patch(
+    rotation: Rotation, *, session: requests.Session | None
+) -> tuple[dict[str, str] | None, Exception | None]:
+    """One resource's PATCH (no database access: it runs in the pool's threads)."""
     resource = rotation.resource
     try:
-        note: dict[str, str] | None = notification_text(rotation) if wanted == SET else None
+        note = notification_text(rotation) if rotation.notification_wanted == SET else None
         vercel.update_resource(
             installation_id=resource.installation.vercel_id,
             resource_id=resource.vercel_id,
@@ -162,37 +168,87 @@ def rotation_notification_sync(*, rotation_id: int, session: requests.Session | 
             session=session,
         )
     except (vercel.VercelError, CryptoError) as exc:
-        return _record_failure(rotation_id, wanted=wanted, error=exc)
-    return _record_done(rotation_id, wanted=wanted, note=note)
+        return None, exc
+    return note, None
 
 
-def _record_done(rotation_id: int, *, wanted: str, note: dict[str, str] | None) -> str:
+def rotations_notification_sync(
+    *, rotation_ids: list[int], session: requests.Session | None = None
+) -> dict[int, str]:
+    """Set or clear these rotations' dashboard notifications; returns their states."""
+    rotations = _claim(rotation_ids)
+    threads = min(
+        settings.ROTATION_PUSH_CONCURRENCY, settings.ROTATION_PUSH_PER_INSTALLATION, len(rotations)
+    )
+    if threads > 1:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="notify") as pool:
+            outcomes = list(pool.map(partial(_patch, session=session), rotations))
+    else:
+        outcomes = [_patch(rotation, session=session) for rotation in rotations]
+    states = dict(
+        Rotation.objects.filter(pk__in=rotation_ids).values_list("pk", "notification_state")
+    )
+    done = [(r, note) for r, (note, error) in zip(rotations, outcomes, strict=True) if not error]
+    states.update(_record_done(done))
+    for rotation, (_, error) in zip(rotations, outcomes, strict=True):
+        if error is not None:
+            states[rotation.pk] = _record_failure(
+                rotation.pk, wanted=rotation.notification_wanted, error=error
+            )
+    return states
+
+
+def rotation_notification_sync(*, rotation_id: int, session: requests.Session | None = None) -> str:
+    """`rotations_notification_sync` for one rotation; returns its state."""
+    states = rotations_notification_sync(rotation_ids=[rotation_id], session=session)
+    if rotation_id not in states:
+        raise Rotation.DoesNotExist(f"rotation {rotation_id} does not exist")
+    return states[rotation_id]
+
+
+def _record_done(sent: list[tuple[Rotation, dict[str, str] | None]]) -> dict[int, str]:
+    """Record the PATCHes Vercel took, where the same change is still wanted."""
+    if not sent:
+        return {}
     with transaction.atomic():
-        rotation = Rotation.objects.select_for_update(of=("self",)).get(pk=rotation_id)
-        if rotation.notification_wanted != wanted or rotation.notification_state not in PENDING:
-            return rotation.notification_state  # asked otherwise meanwhile: that task records
-        rotation.notification_state = Notification.SET if wanted == SET else Notification.CLEARED
-        rotation.notification_error = ""
-        rotation.notification_next_attempt_at = None
-        rotation.save(
-            update_fields=[
-                "notification_state",
-                "notification_error",
-                "notification_next_attempt_at",
-            ]
-        )
-        details: dict[str, Any] = {"attempts": rotation.notification_attempts + 1}
-        if note is not None:
-            details.update(level=note["level"], title=note["title"])
-        audit_record(
-            action=AuditAction.NOTIFICATION_SET
-            if wanted == SET
-            else AuditAction.NOTIFICATION_CLEARED,
-            resource=rotation.resource,
-            rotation=rotation,
-            details=details,
-        )
-    return rotation.notification_state
+        locked = {
+            rotation.pk: rotation
+            for rotation in Rotation.objects.select_for_update(of=("self",))
+            .select_related("resource__installation")
+            .filter(pk__in=[rotation.pk for rotation, _ in sent])
+            .order_by("pk")
+        }
+        states = {pk: rotation.notification_state for pk, rotation in locked.items()}
+        recorded: dict[str, list[int]] = {SET: [], CLEAR: []}
+        entries: list[dict[str, Any]] = []
+        for claimed, note in sent:
+            rotation = locked[claimed.pk]
+            wanted = claimed.notification_wanted
+            if rotation.notification_wanted != wanted or rotation.notification_state not in PENDING:
+                continue  # asked otherwise meanwhile: that task records
+            recorded[wanted].append(rotation.pk)
+            states[rotation.pk] = Notification.SET if wanted == SET else Notification.CLEARED
+            details: dict[str, Any] = {"attempts": rotation.notification_attempts + 1}
+            if note is not None:
+                details.update(level=note["level"], title=note["title"])
+            entries.append(
+                {
+                    "action": AuditAction.NOTIFICATION_SET
+                    if wanted == SET
+                    else AuditAction.NOTIFICATION_CLEARED,
+                    "resource": rotation.resource,
+                    "rotation": rotation,
+                    "details": details,
+                }
+            )
+        for wanted, ids in recorded.items():
+            Rotation.objects.filter(pk__in=ids).update(
+                notification_state=Notification.SET if wanted == SET else Notification.CLEARED,
+                notification_error="",
+                notification_next_attempt_at=None,
+            )
+        audit_record_many(entries)
+    return states
 
 
 def _record_failure(rotation_id: int, *, wanted: str, error: Exception) -> str:
@@ -251,6 +307,6 @@ def notifications_requeue(*, now: datetime | None = None) -> list[int]:
         Rotation.objects.filter(pk__in=ids).update(
             notification_next_attempt_at=now + _stuck_after()
         )
-        for rotation_id in ids:
-            transaction.on_commit(partial(_enqueue, rotation_id))
+        if ids:
+            transaction.on_commit(partial(_enqueue, ids))
     return ids

@@ -1,8 +1,17 @@
-"""Redeploy reminders: planned at push time, each (rotation, step) sent at most once."""
+"""Redeploy reminders: planned at push time, each row made when it falls due, each (rotation,
+step) sent at most once.
+
+A push only records when the first reminder falls due (`Rotation.next_reminder_at`); the
+redeploy tick makes the rows that have fallen due (from the rotation's push time, deadline and
+the reminder settings) and moves `next_reminder_at` on, so a batch of 10,000 pushes writes no
+reminder rows, and ended or redeployed rotations never get any. The unique (rotation, step)
+makes a row once however many ticks run at the same time.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections import defaultdict
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -18,6 +27,78 @@ from rotation.models import AuditEvent, RedeployCheck, Reminder, Rotation
 
 # A failed email is tried again after this long (until ROTATION_REMINDER_MAX_ATTEMPTS).
 RETRY_AFTER = timedelta(minutes=5)
+# Rotations whose reminders are made per query, so a tick's memory stays bounded.
+CREATE_BATCH = 1000
+
+
+def reminders_plan(
+    rotation: Rotation, *, pushed_at: datetime, deadline: datetime
+) -> list[Reminder]:
+    """The reminders of a pushed rotation (unsaved), from the settings: customer reminders on
+    the policy days before the deadline, the escalation, and the overdue warning."""
+    if rotation.emergency or rotation.expire_old_after_push is not None:
+        return []  # nothing to wait for: expiry comes at once, or when Vercel asked
+    reminders = [
+        Reminder(
+            rotation=rotation,
+            step=f"day-{days:g}",
+            kind=Reminder.Kind.CUSTOMER,
+            due_at=pushed_at + timedelta(days=days),
+        )
+        for days in sorted(set(settings.ROTATION_REMINDER_DAYS))
+        if pushed_at + timedelta(days=days) < deadline
+    ]
+    escalate_at = deadline - timedelta(hours=settings.ROTATION_ESCALATION_HOURS_BEFORE_DEADLINE)
+    reminders.append(
+        Reminder(
+            rotation=rotation,
+            step="escalation",
+            kind=Reminder.Kind.ESCALATION,
+            due_at=max(escalate_at, pushed_at),
+        )
+    )
+    if not settings.ROTATION_EXPIRE_ON_DEADLINE:  # otherwise expiry, not a warning, is due
+        reminders.append(
+            Reminder(
+                rotation=rotation, step="overdue", kind=Reminder.Kind.ESCALATION, due_at=deadline
+            )
+        )
+    return reminders
+
+
+def reminders_create_due(*, now: datetime) -> None:
+    """Make the reminder rows that have fallen due, and move each rotation's next due time on.
+
+    Idempotent: rows that exist already are left as they are (sent, failed or skipped).
+    """
+    due = Rotation.objects.filter(next_reminder_at__lte=now)
+    # Ended or redeployed: nothing left to remind anybody of.
+    due.filter(~Q(state__in=Rotation.WAITING_STATES) | Q(redeployed_at__isnull=False)).update(
+        next_reminder_at=None
+    )
+    waiting = due.filter(state__in=Rotation.WAITING_STATES, redeployed_at__isnull=True)
+    while True:
+        rotations = list(
+            waiting.order_by("pk").only(
+                "pk", "emergency", "expire_old_after_push", "pushed_at", "redeploy_deadline_at"
+            )[:CREATE_BATCH]
+        )
+        if not rotations:
+            return
+        rows: list[Reminder] = []
+        next_due: dict[datetime | None, list[int]] = defaultdict(list)
+        for rotation in rotations:
+            planned = []
+            if rotation.pushed_at and rotation.redeploy_deadline_at:
+                planned = reminders_plan(
+                    rotation, pushed_at=rotation.pushed_at, deadline=rotation.redeploy_deadline_at
+                )
+            rows += [reminder for reminder in planned if reminder.due_at <= now]
+            later = [reminder.due_at for reminder in planned if reminder.due_at > now]
+            next_due[min(later, default=None)].append(rotation.pk)
+        Reminder.objects.bulk_create(rows, ignore_conflicts=True)
+        for due_at, pks in next_due.items():
+            Rotation.objects.filter(pk__in=pks).update(next_reminder_at=due_at)
 
 
 def _escalation_recipients() -> list[str]:
@@ -164,6 +245,7 @@ def reminder_send(*, reminder: Reminder) -> bool:
 def reminders_send_due() -> int:
     """Send every due reminder once; earlier customer steps not yet sent are skipped."""
     now = timezone.now()
+    reminders_create_due(now=now)
     open_reminders = Reminder.objects.filter(
         status__in=[Reminder.Status.SCHEDULED, Reminder.Status.FAILED]
     )

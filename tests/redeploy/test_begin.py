@@ -7,8 +7,10 @@ from datetime import timedelta
 import time_machine
 from django.core import mail
 from django.db import transaction
+from django.utils import timezone
 
 from rotation.models import RedeployCheck, Reminder, Rotation
+from rotation.redeploy.reminders import reminders_create_due
 from tests.redeploy_builders import (
     PUSH,
     connect,
@@ -29,6 +31,11 @@ def test_it_waits_for_the_projects_connected_at_push_time(policy, resource):
     checks = dict(rotation.redeploy_checks.values_list("project_id", "status"))
     assert checks == {"prj_a": "waiting", "prj_b": "waiting"}
     assert rotation.redeploy_deadline_at == PUSH + timedelta(days=14)
+    # Planned now, each row made by the tick once it falls due.
+    assert rotation.reminders.count() == 0
+    assert rotation.next_reminder_at == PUSH + timedelta(days=1)
+    with time_machine.travel(PUSH + timedelta(days=14), tick=False):
+        reminders_create_due(now=timezone.now())
     steps = dict(rotation.reminders.values_list("step", "due_at"))
     assert steps == {
         "day-1": PUSH + timedelta(days=1),
@@ -49,13 +56,16 @@ def test_it_is_idempotent_when_begun_twice(policy, resource):
     assert plan["projects"] == ["prj_a"]
     assert plan["reminders"] == ["day-1", "day-3", "day-7", "escalation", "overdue"]
     assert rotation.redeploy_checks.count() == 1
-    assert rotation.reminders.count() == 5
+    rotation.refresh_from_db()
+    assert rotation.next_reminder_at == rotation.pushed_at + timedelta(days=1)
+    assert rotation.reminders.count() == 0
 
 
 def test_it_plans_no_reminders_for_an_emergency(policy, resource):
     connect(resource, "prj_a")
     rotation = make_pushed_rotation(resource, emergency=True)
     assert rotation.reminders.count() == 0
+    assert rotation.next_reminder_at is None
     assert rotation.redeploy_checks.count() == 1
     assert rotation.state == Rotation.State.AWAITING_REDEPLOY
     assert not mail.outbox

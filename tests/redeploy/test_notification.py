@@ -7,19 +7,23 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from django.utils.module_loading import import_string
+from django_q.models import OrmQ
 
 from rotation import services
-from rotation.models import AuditEvent, Rotation
+from rotation.models import AuditEvent, Resource, Rotation
 from rotation.redeploy.notification import (
     notifications_request,
     notifications_requeue,
     rotation_notification_sync,
+    rotations_notification_sync,
 )
 from rotation.tasks_redeploy import rotation_expire_old_task
+from tests.conftest import make_installation
 from tests.redeploy_builders import make_pushed_rotation, run_queued, run_rollback
 from tests.services.batch_runs import run_batch
 
-TASK = "rotation.tasks_marketplace.rotation_notification"
+TASK = "rotation.tasks_marketplace.rotation_notifications"
 Notification = Rotation.Notification
 
 
@@ -37,7 +41,7 @@ def test_a_push_sets_the_warning_naming_the_variables(
     rotation = batch.rotations.get()
     assert rotation.state == Rotation.State.AWAITING_REDEPLOY
     assert rotation.notification_state == Notification.SETTING
-    assert run_queued(TASK) == [Notification.SET]
+    assert run_queued(TASK) == [[Notification.SET]]
     note = on_vercel(market, resource).notification
     assert note["level"] == "warn"
     assert note["title"] == settings.VERCEL_NOTIFICATION_TITLE
@@ -68,7 +72,7 @@ def test_completion_clears_the_warning(
     rotation.refresh_from_db()
     assert rotation.state == Rotation.State.COMPLETED
     assert rotation.notification_state == Notification.CLEARING
-    assert run_queued(TASK) == [Notification.CLEARED]
+    assert run_queued(TASK) == [[Notification.CLEARED]]
     assert on_vercel(market, resource).notification is None
     assert market.requests[-1].body == {"notification": None}
     assert AuditEvent.objects.filter(action="rotation.notification_cleared").count() == 1
@@ -81,7 +85,7 @@ def test_a_rollback_clears_the_warning(market, resource, lead, django_capture_on
         run_rollback(rotation)
     rotation.refresh_from_db()
     assert rotation.state == Rotation.State.ROLLED_BACK
-    assert run_queued(TASK) == [Notification.CLEARED]
+    assert run_queued(TASK) == [[Notification.CLEARED]]
     assert on_vercel(market, resource).notification is None
 
 
@@ -109,7 +113,7 @@ def test_a_transient_failure_is_retried_by_the_sweeper(
     assert rotation.state == Rotation.State.AWAITING_REDEPLOY  # the rotation goes on
     with django_capture_on_commit_callbacks(execute=True):
         assert notifications_requeue(now=timezone.now() + timedelta(minutes=2)) == [rotation.pk]
-    assert run_queued(TASK) == [Notification.SET]
+    assert run_queued(TASK) == [[Notification.SET]]
     failed = AuditEvent.objects.get(action="rotation.notification_failed")
     assert failed.outcome == "failure"
     assert failed.details["stopped"] is False
@@ -146,3 +150,62 @@ def test_a_clear_asked_while_the_set_waits_wins(market, resource):
     notifications_request([rotation.pk], wanted="clear")
     assert rotation_notification_sync(rotation_id=rotation.pk) == Notification.CLEARED
     assert [r.body for r in market.requests] == [{"notification": None}]
+
+
+def test_a_batch_queues_one_task_per_group_and_patches_each_resource_once(
+    fake_vercel, alice, settings, django_capture_on_commit_callbacks
+):
+    installation = make_installation("icfg_group", resources=3)
+    fake_vercel.load_from_database()
+    ids = list(installation.resources.values_list("pk", flat=True))
+    with django_capture_on_commit_callbacks(execute=True):
+        batch = services.rotation_request(resource_ids=ids, actor=alice, reason="x")
+        run_batch(batch)
+    rotation_ids = sorted(batch.rotations.values_list("pk", flat=True))
+    queued = [entry.task for entry in OrmQ.objects.all() if entry.task["func"] == TASK]
+    assert [task["args"] for task in queued] == [(rotation_ids,)]
+    assert run_queued(TASK) == [[Notification.SET] * 3]
+    patches = [r.path for r in fake_vercel.requests if r.method == "PATCH"]
+    assert sorted(patches) == sorted(
+        f"/v1/installations/icfg_group/resources/{resource.vercel_id}"
+        for resource in installation.resources.all()
+    )
+    events = AuditEvent.objects.filter(action="rotation.notification_set")
+    assert sorted(events.values_list("rotation_ref", flat=True)) == rotation_ids
+    assert {event.details["attempts"] for event in events} == {1}
+
+
+def test_a_group_task_run_twice_sends_and_records_once(market, resource):
+    rotation = make_pushed_rotation(resource)
+    notifications_request([rotation.pk], wanted="set")
+    assert rotations_notification_sync(rotation_ids=[rotation.pk]) == {
+        rotation.pk: Notification.SET
+    }
+    assert rotations_notification_sync(rotation_ids=[rotation.pk]) == {
+        rotation.pk: Notification.SET
+    }
+    assert len(market.requests) == 1
+    assert AuditEvent.objects.filter(action="rotation.notification_set").count() == 1
+
+
+def test_one_failure_in_a_group_leaves_the_others_set(market, resource, installation):
+    unknown = Resource.objects.create(
+        installation=installation, vercel_id="res_not_on_vercel", product="postgres", name="x"
+    )
+    known, gone = make_pushed_rotation(resource), make_pushed_rotation(unknown)
+    notifications_request([known.pk, gone.pk], wanted="set")
+    states = rotations_notification_sync(rotation_ids=[known.pk, gone.pk])
+    assert states == {known.pk: Notification.SET, gone.pk: Notification.FAILED}
+    gone.refresh_from_db()
+    assert "404" in gone.notification_error or "not found" in gone.notification_error.lower()
+    assert on_vercel(market, resource).notification is not None
+    failed = AuditEvent.objects.get(action="rotation.notification_failed")
+    assert failed.rotation_ref == gone.pk
+
+
+def test_a_task_queued_before_groups_existed_still_runs(market, resource):
+    rotation = make_pushed_rotation(resource)
+    notifications_request([rotation.pk], wanted="set")
+    single = import_string("rotation.tasks_marketplace.rotation_notification")
+    assert single(rotation.pk) == Notification.SET
+    assert on_vercel(market, resource).notification is not None

@@ -9,9 +9,11 @@ import pytest
 import time_machine
 from django.core import mail
 from django.core.mail.backends import locmem
+from django.utils import timezone
 
 from rotation.audit import AuditAction
 from rotation.models import AuditEvent, Reminder, Rotation
+from rotation.redeploy.reminders import reminders_create_due
 from tests.redeploy_builders import (
     PUSH,
     connect,
@@ -47,13 +49,8 @@ def test_it_reminds_the_contact_at_the_policy_times_and_never_twice(policy, reso
         assert tick()["reminders_sent"] == 0
     assert len(mail.outbox) == 3
     sent = dict(rotation.reminders.values_list("step", "status"))
-    assert sent == {
-        "day-1": "sent",
-        "day-3": "sent",
-        "day-7": "sent",
-        "escalation": "scheduled",
-        "overdue": "scheduled",
-    }
+    # The escalation and overdue rows are made when they fall due (days 12 and 14).
+    assert sent == {"day-1": "sent", "day-3": "sent", "day-7": "sent"}
     audited = AuditEvent.objects.filter(action=AuditAction.REMINDER_SENT)
     assert sorted(e.details["step"] for e in audited) == ["day-1", "day-3", "day-7"]
     assert all(e.rotation_ref == rotation.pk for e in audited)
@@ -189,3 +186,62 @@ def test_it_never_sends_a_reminder_twice_with_two_workers(policy, installation):
     assert len(mail.outbox) == len(resources)
     assert Reminder.objects.filter(step="day-1", status="sent").count() == len(resources)
     assert AuditEvent.objects.filter(action=AuditAction.REMINDER_SENT).count() == len(resources)
+
+
+def test_a_push_makes_no_reminder_row_until_one_falls_due(policy, resource):
+    with time_machine.travel(PUSH, tick=False):
+        rotation = make_pushed_rotation(resource)
+    assert not rotation.reminders.exists()
+    with time_machine.travel(PUSH + timedelta(hours=23, minutes=59), tick=False):
+        tick()
+    assert not rotation.reminders.exists()
+    with time_machine.travel(PUSH + timedelta(days=1), tick=False):
+        assert tick()["reminders_sent"] == 1
+    assert list(rotation.reminders.values_list("step", "status")) == [("day-1", "sent")]
+    rotation.refresh_from_db()
+    assert rotation.next_reminder_at == PUSH + timedelta(days=3)
+
+
+def test_a_due_reminder_is_made_and_sent_once_however_often_the_tick_runs(policy, resource):
+    with time_machine.travel(PUSH, tick=False):
+        rotation = make_pushed_rotation(resource)
+    with time_machine.travel(PUSH + timedelta(days=1, minutes=1), tick=False):
+        reminders_create_due(now=timezone.now())
+        # A second tick that read the rotation before the first moved it on makes it again.
+        Rotation.objects.filter(pk=rotation.pk).update(next_reminder_at=PUSH + timedelta(days=1))
+        reminders_create_due(now=timezone.now())
+        assert tick()["reminders_sent"] == 1
+        assert tick()["reminders_sent"] == 0
+    assert list(rotation.reminders.values_list("step", flat=True)) == ["day-1"]
+    assert len(mail.outbox) == 1
+    assert AuditEvent.objects.filter(action=AuditAction.REMINDER_SENT).count() == 1
+
+
+def test_a_rotation_that_ended_before_its_reminders_fell_due_gets_none(policy, resource):
+    with time_machine.travel(PUSH, tick=False):
+        rotation = make_pushed_rotation(resource)
+    Rotation.objects.filter(pk=rotation.pk).update(
+        state=Rotation.State.COMPLETED, redeployed_at=PUSH + timedelta(hours=2)
+    )
+    with time_machine.travel(PUSH + timedelta(days=15), tick=False):
+        assert tick()["reminders_sent"] == 0
+    assert not rotation.reminders.exists()
+    rotation.refresh_from_db()
+    assert rotation.next_reminder_at is None
+    assert not mail.outbox
+
+
+def test_the_rows_made_when_due_carry_the_times_planned_at_the_push(policy, resource):
+    with time_machine.travel(PUSH, tick=False):
+        rotation = make_pushed_rotation(resource)
+    for day in (1, 3, 7, 12, 14):
+        with time_machine.travel(PUSH + timedelta(days=day, minutes=1), tick=False):
+            tick()
+    made = dict(rotation.reminders.values_list("step", "due_at"))
+    assert made == {
+        "day-1": PUSH + timedelta(days=1),
+        "day-3": PUSH + timedelta(days=3),
+        "day-7": PUSH + timedelta(days=7),
+        "escalation": PUSH + timedelta(days=12),
+        "overdue": PUSH + timedelta(days=14),
+    }
