@@ -229,7 +229,9 @@ def test_two_clusters_pace_pushes_by_vercels_rate_limit_headers(fake_vercel, tmp
     sent = puts(fake_vercel)
     accepted = [r for r in sent if r.status == 201]
     assert len(accepted) == len({r.path for r in accepted}) == 100
-    assert fake_vercel.stats["rate_limited"] <= 2  # jitter of a loaded machine, at most
+    # Jitter of a loaded machine, at most. Only PUTs count: the dashboard notifications that
+    # follow are PATCHes, which Vercel (and the stand-in) limit separately, per endpoint.
+    assert len([r for r in sent if r.status == 429]) <= 2
     pace = PushPace.objects.get(installation=installation)
     assert (pace.rate_limit, pace.rate_window) == (20, 1.0)  # primed from the headers
     assert pace.sent >= 90  # all but the first PUTs, sent before any answer, took a token
