@@ -19,8 +19,9 @@ import hmac
 import ipaddress
 import json
 import math
+import operator
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -63,13 +64,21 @@ INT_FIELDS = ("actor_user_id", "rotation_ref", "batch_ref")
 def clean_text(value: Any, limit: int | None = None) -> str:
     """A string both databases store and return unchanged (no NUL, no lone surrogate)."""
     text = "" if value is None else str(value)
-    text = text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    if not text.isascii() or "\x00" in text:  # ASCII without NUL is already clean
+        text = text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
     return text[:limit] if limit else text
 
 
 def clean_details(value: Any) -> Any:
     """JSON that survives jsonb (PostgreSQL) and JSON text (SQLite) unchanged."""
-    if value is None or isinstance(value, bool):
+    kind = type(value)  # the exact types a database round trip gives, first
+    if kind is str:
+        return clean_text(value)
+    if value is None or kind is bool or kind is int:
+        return value
+    if kind is float and math.isfinite(value) and not value.is_integer():
+        return value
+    if isinstance(value, bool):
         return value
     if isinstance(value, int):
         return value
@@ -108,11 +117,26 @@ def clean_details(value: Any) -> Any:
     return clean_text(value)
 
 
-@functools.lru_cache(maxsize=4096)
 def clean_ip(value: Any) -> str | None:
     """A valid IP address (without IPv6 zone) or None; anything else is not stored."""
     if not value:
         return None
+    if type(value) is str and _is_plain_ipv4(value):
+        return value
+    return _clean_ip_parsed(value)
+
+
+def _is_plain_ipv4(text: str) -> bool:
+    """Dotted-quad IPv4 in its normal form (no spaces, no leading zeros), which parses to itself."""
+    parts = text.split(".")
+    return len(parts) == 4 and all(
+        part.isdigit() and part.isascii() and int(part) <= 255 and (part == "0" or part[0] != "0")
+        for part in parts
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _clean_ip_parsed(value: Any) -> str | None:
     try:
         address = ipaddress.ip_address(str(value).strip())
     except ValueError:
@@ -122,16 +146,61 @@ def clean_ip(value: Any) -> str | None:
     return str(address)
 
 
-def _canonical_dumps(value: Any) -> str:
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    )
+_CANONICAL_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+)
+_canonical_dumps = _CANONICAL_ENCODER.encode
+_encode_json_string = json.encoder.encode_basestring_ascii  # json.dumps's own (C) string encoder
 
 
 def _canonical_time(value: dt.datetime) -> str:
-    if timezone.is_naive(value):
-        value = timezone.make_aware(value, dt.UTC)
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.tzinfo is not dt.UTC:
+        if timezone.is_naive(value):
+            value = timezone.make_aware(value, dt.UTC)
+        value = value.astimezone(dt.UTC)
+    if value.year < 1000:  # strftime does not pad the year; isoformat does
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def _json_text(value: Any) -> str:
+    return _encode_json_string("" if value is None else str(value))
+
+
+def _json_number(value: Any) -> str:
+    return "null" if value is None else int.__repr__(int(value))
+
+
+def _json_time(value: dt.datetime) -> str:
+    return f'"{_canonical_time(value)}"'
+
+
+def _json_ip(value: Any) -> str:
+    address = clean_ip(value)
+    return "null" if address is None else _encode_json_string(address)
+
+
+def _json_details(value: Any) -> str:
+    if isinstance(value, str):  # a raw JSON column read without the model
+        value = json.loads(value)
+    return _canonical_dumps(clean_details(value if value is not None else {}))
+
+
+def _json_form(name: str) -> Callable[[Any], str]:
+    """How the field enters the canonical JSON: a function from its value to JSON text."""
+    special = {"created_at": _json_time, "details": _json_details, "source_ip": _json_ip}
+    return special.get(name, _json_number if name in INT_FIELDS else _json_text)
+
+
+# The canonical object is what json.dumps(sort_keys=True) writes for {field: value, "v": scheme};
+# its keys' order is worked out once here ("v" sorts after every field name).
+_SORTED_FIELDS = sorted(HASHED_FIELDS)
+_in_sorted_order = operator.itemgetter(*(HASHED_FIELDS.index(name) for name in _SORTED_FIELDS))
+_SORTED_FORMS = tuple(_json_form(name) for name in _SORTED_FIELDS)
+_CANONICAL_TEMPLATE = (
+    "{" + "".join(_encode_json_string(name) + ":%s," for name in _SORTED_FIELDS) + '"v":%d}'
+)
+assert max(_SORTED_FIELDS) < "v"
 
 
 def canonical_values(values: Mapping[str, Any], *, version: int = 1) -> bytes:
@@ -143,23 +212,20 @@ def canonical_values(values: Mapping[str, Any], *, version: int = 1) -> bytes:
     the IP address as Python's normal form (PostgreSQL's inet may print it differently);
     details re-read through JSON so a value and its database round trip hash the same.
     """
-    canonical: dict[str, Any] = {"v": version}
-    for name in HASHED_FIELDS:
-        value = values[name]
-        if name == "created_at":
-            value = _canonical_time(value)
-        elif name == "details":
-            if isinstance(value, str):  # a raw JSON column read without the model
-                value = json.loads(value)
-            value = clean_details(value if value is not None else {})
-        elif name == "source_ip":
-            value = clean_ip(value)
-        elif name in INT_FIELDS:
-            value = None if value is None else int(value)
-        else:
-            value = "" if value is None else str(value)
-        canonical[name] = value
-    return _canonical_dumps(canonical).encode("ascii")
+    return canonical_fields([values[name] for name in HASHED_FIELDS], version=version)
+
+
+def canonical_fields(fields: Sequence[Any], *, version: int = 1) -> bytes:
+    """`canonical_values` for the HASHED_FIELDS given as a row, in their order (the verifier's
+    bulk path: one function for writer and verifier, so the two cannot drift)."""
+    if len(fields) != len(HASHED_FIELDS):
+        raise ValueError(
+            f"an audit event has {len(HASHED_FIELDS)} hashed fields, not {len(fields)}"
+        )
+    encoded = tuple(
+        form(value) for form, value in zip(_SORTED_FORMS, _in_sorted_order(fields), strict=True)
+    )
+    return (_CANONICAL_TEMPLATE % (*encoded, version)).encode("ascii")
 
 
 def audit_chain_key() -> bytes:
@@ -180,10 +246,18 @@ def canonical_hash(values: Mapping[str, Any], *, key: bytes | None = None) -> st
         scheme = HashScheme(int(values["hash_scheme"]))
     except (TypeError, ValueError):
         raise ValueError(f"unknown audit hash scheme {values['hash_scheme']!r}") from None
-    data = canonical_values(values, version=scheme.value)
+    if key is None:
+        key = audit_chain_key() if scheme == HashScheme.HMAC_SHA256 else b""
+    return fields_hash([values[name] for name in HASHED_FIELDS], scheme, key)
+
+
+def fields_hash(fields: Sequence[Any], scheme: int, key: bytes) -> str:
+    """The hash (hex) of one event given as a HASHED_FIELDS row and a valid `HashScheme` value;
+    `key` is used for keyed events only."""
+    data = canonical_fields(fields, version=scheme)
     if scheme == HashScheme.SHA256:
         return hashlib.sha256(data).hexdigest()
-    return hmac.new(audit_chain_key() if key is None else key, data, hashlib.sha256).hexdigest()
+    return hmac.digest(key, data, "sha256").hex()
 
 
 def event_hash(event: AuditEvent, *, key: bytes | None = None) -> str:

@@ -8,14 +8,15 @@ there with the same hash and count, so deleting the newest events is noticed.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from rotation.audit.chain import GENESIS_HASH, HASHED_FIELDS, audit_chain_key, canonical_hash
+from rotation.audit.chain import GENESIS_HASH, audit_chain_key, fields_hash
 from rotation.audit.checkpoints import Checkpoint, checkpoints_sorted
+from rotation.audit.pages import ACTION, COLUMNS, SCHEMES, fast_verify
 from rotation.models import AuditAction, AuditEvent
 
-COLUMNS = ("id", "hash", "hash_scheme", *HASHED_FIELDS)
 KEYED = AuditEvent.HashScheme.HMAC_SHA256
 
 
@@ -38,17 +39,50 @@ class ChainReport:
         return self.bad_event_id is None and not self.problem
 
 
-def _rows(chunk_size: int) -> Iterator[dict]:
-    # Keyset pagination: each chunk is one indexed range scan, whatever the table size.
+def _rows(chunk_size: int, page_size: int) -> Iterator[dict]:
+    """Events as dicts in id order: keyset pages, each streamed through a server-side cursor
+    on PostgreSQL, so memory holds one fetch whatever the table size."""
     last_id = 0
     while True:
-        chunk = list(
-            AuditEvent.objects.filter(id__gt=last_id).order_by("id").values(*COLUMNS)[:chunk_size]
+        page = (
+            AuditEvent.objects.filter(id__gt=last_id)
+            .order_by("id")
+            .values_list(*COLUMNS)[:page_size]
+            .iterator(chunk_size=chunk_size)
         )
-        yield from chunk
-        if len(chunk) < chunk_size:
+        seen = 0
+        while batch := list(itertools.islice(page, chunk_size)):
+            yield from _checked(batch)
+            seen += len(batch)
+            last_id = batch[-1][0]
+        if seen < page_size:
             return
-        last_id = chunk[-1]["id"]
+
+
+def _checked(batch: Sequence[tuple]) -> list[dict]:
+    """The rows of one fetch, each with `computed`: its hash recomputed ("" when it cannot be)."""
+    key = audit_chain_key()
+    return [
+        {
+            "id": row[0],
+            "hash": row[1],
+            "hash_scheme": row[2],
+            "action": row[ACTION],
+            "prev_hash": row[-1],
+            "computed": _computed(row, key),
+        }
+        for row in batch
+    ]
+
+
+def _computed(row: tuple, key: bytes) -> str:
+    scheme = row[2]
+    if scheme not in SCHEMES:
+        return ""
+    try:
+        return fields_hash(row[3:], scheme, key)
+    except ValueError:  # details that could never have been written (a plain secret)
+        return ""
 
 
 def _link_problem(
@@ -108,12 +142,10 @@ def _scheme_problem(row: dict, previous: dict | None, keyed_from: int | None) ->
     return ""
 
 
-def _hash_problem(row: dict, key: bytes) -> str:
-    try:
-        matches = canonical_hash(row, key=key) == row["hash"]
-    except ValueError:
-        matches = False
-    return "" if matches else f"event #{row['id']} was modified: its contents do not match its hash"
+def _hash_problem(row: dict) -> str:
+    if row["computed"] == row["hash"]:
+        return ""
+    return f"event #{row['id']} was modified: its contents do not match its hash"
 
 
 def _checkpoint_problem(checkpoint: Checkpoint, row: dict | None, count: int) -> tuple[str, str]:
@@ -142,16 +174,40 @@ def _checkpoint_problem(checkpoint: Checkpoint, row: dict | None, count: int) ->
 
 
 def audit_log_verify(
-    *, chunk_size: int = 5000, anchor: str = "", checkpoints: Sequence[Checkpoint] = ()
+    *,
+    chunk_size: int = 5000,
+    page_size: int = 100_000,
+    anchor: str = "",
+    checkpoints: Sequence[Checkpoint] = (),
+    processes: int = 1,
 ) -> ChainReport:
     """Recompute every hash and link; stop at the first event or checkpoint that does not fit.
 
-    `checkpoints` come from `rotation.audit.checkpoints.checkpoints_read` (signatures checked).
+    Keyset pages of `page_size` events are checked first, in `processes` processes on
+    PostgreSQL (see `rotation.audit.pages`); only when they find something is the chain walked
+    event by event. `checkpoints` come from `rotation.audit.checkpoints.checkpoints_read`
+    (signatures checked).
     """
-    key = audit_chain_key()
     pending = checkpoints_sorted(checkpoints)
     checked = len(checkpoints) - len(pending)  # those of the empty chain hold at any length
-    rows = _rows(chunk_size)
+    fast = fast_verify(
+        page_size=max(page_size, chunk_size),
+        chunk_size=chunk_size,
+        checkpoint_ids=[checkpoint.last_id for checkpoint in pending if checkpoint.last_id],
+        anchor=anchor,
+        processes=processes,
+    )
+    if (
+        fast is not None
+        and fast.anchor_seen
+        and all(
+            fast.checkpoint_hits.get(checkpoint.last_id or 0) == (checkpoint.hash, checkpoint.count)
+            for checkpoint in pending
+        )
+    ):
+        return ChainReport(fast.count, fast.head_hash, fast.last_id, checkpoints=len(checkpoints))
+    # Something does not fit: walk event by event to name the first bad one exactly.
+    rows = _rows(chunk_size, max(page_size, chunk_size))
     count = 0
     previous: dict | None = None
     before_previous_hash: str | None = None
@@ -166,7 +222,7 @@ def audit_log_verify(
 
     while row is not None:
         nxt = next(rows, None)
-        if message := _scheme_problem(row, previous, keyed_from) or _hash_problem(row, key):
+        if message := _scheme_problem(row, previous, keyed_from) or _hash_problem(row):
             return report(row["id"], "modified", message)
         if row["prev_hash"] != expected_prev:
             bad_id, problem, message = _link_problem(row, previous, before_previous_hash, nxt)

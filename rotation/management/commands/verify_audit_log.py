@@ -1,6 +1,8 @@
 """`manage.py verify_audit_log`: check the audit chain against itself and the anchor's signed
 checkpoints; exit 1 naming the first bad event or checkpoint."""
 
+import os
+
 from django.core.management.base import BaseCommand, CommandError
 
 from rotation.audit.anchors import AnchorError, anchor_label
@@ -19,12 +21,18 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--chunk-size", type=int, default=5000)
         parser.add_argument(
+            "--processes",
+            type=int,
+            default=os.cpu_count() or 1,
+            help="processes hashing pages at once on PostgreSQL (default: one per CPU)",
+        )
+        parser.add_argument(
             "--anchor",
             default="",
             help="a head hash printed by an earlier run; fail if no event has it (truncation)",
         )
 
-    def handle(self, *args, chunk_size: int, anchor: str, **options):
+    def handle(self, *args, chunk_size: int, processes: int, anchor: str, **options):
         try:
             checkpoints = checkpoints_read()
         except CheckpointInvalid as exc:
@@ -35,7 +43,10 @@ class Command(BaseCommand):
         except AnchorError as exc:
             raise CommandError(f"audit anchor unusable: {exc}", returncode=1) from None
         report = audit_log_verify(
-            chunk_size=max(chunk_size, 2), anchor=anchor.strip(), checkpoints=checkpoints
+            chunk_size=max(chunk_size, 2),
+            anchor=anchor.strip(),
+            checkpoints=checkpoints,
+            processes=max(processes, 1),
         )
         if not report.intact:
             where = f"first bad event: #{report.bad_event_id} " if report.bad_event_id else ""

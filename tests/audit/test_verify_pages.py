@@ -1,0 +1,134 @@
+"""The fast path of verify_audit_log: pages of events checked apart (in several processes on
+PostgreSQL) and stitched. Tampering at or across a page boundary is still named exactly, and
+the canonical bytes are those the chain has always hashed."""
+
+import datetime as dt
+
+import pytest
+
+from rotation.audit import AuditAction, audit_record
+from rotation.audit.chain import canonical_fields, canonical_values
+from rotation.audit.checkpoints import Checkpoint
+from rotation.audit.pages import fast_verify
+from rotation.audit.verify import audit_log_verify
+from rotation.models import AuditEvent
+from tests.audit.tampering import raw
+
+UNKEYED = AuditEvent.HashScheme.SHA256
+
+
+def record(count):
+    for index in range(count):
+        audit_record(
+            action=AuditAction.INSTALLATION_CHANGED,
+            installation=f"icfg_{index}",
+            reason=f"change {index}",
+            details={"index": index, "ratio": index / 3, "names": ["a", "é"]},
+        )
+    return list(AuditEvent.objects.order_by("id").values_list("id", "hash"))
+
+
+def pages(**options):
+    """audit_log_verify with pages of three events fetched two at a time."""
+    return audit_log_verify(page_size=3, chunk_size=2, **options)
+
+
+def test_it_finds_an_intact_chain_page_by_page_as_one_walk_does(db):
+    events = record(10)
+    paged = pages()
+    assert paged.intact
+    assert (paged.count, paged.head_hash, paged.last_id) == (10, events[-1][1], events[-1][0])
+    fast = fast_verify(page_size=3, chunk_size=2, checkpoint_ids=[], anchor="", processes=1)
+    assert fast is not None and fast.count == 10
+
+
+@pytest.mark.parametrize("position", [2, 3, 5, 9])  # last and first of a page, and the head
+def test_it_names_an_event_modified_at_a_page_boundary(db, position):
+    events = record(10)
+    raw("UPDATE rotation_auditevent SET reason = 'edited' WHERE id = %s", [events[position][0]])
+    report = pages()
+    assert (report.bad_event_id, report.problem) == (events[position][0], "modified")
+    assert report.count == position
+
+
+def test_it_names_the_event_after_one_deleted_at_a_page_boundary(db):
+    events = record(10)
+    raw("DELETE FROM rotation_auditevent WHERE id = %s", [events[3][0]])  # first of page 2
+    report = pages()
+    assert (report.bad_event_id, report.problem) == (events[4][0], "deleted")
+
+
+def test_it_notices_an_unkeyed_event_in_a_later_page(db):
+    events = record(10)
+    raw("UPDATE rotation_auditevent SET hash_scheme = %s WHERE id = %s", [UNKEYED, events[7][0]])
+    report = pages()
+    assert (report.bad_event_id, report.problem) == (events[7][0], "modified")
+    assert "claims the unkeyed scheme" in report.message
+
+
+def test_it_checks_checkpoints_and_the_anchor_in_any_page(db):
+    events = record(10)
+    now = "2026-11-28T00:00:00Z"
+    good = [
+        Checkpoint(events[4][0], events[4][1], 5, now),
+        Checkpoint(events[8][0], events[8][1], 9, now),
+    ]
+    assert pages(checkpoints=good, anchor=events[6][1]).checkpoints == 2
+    wrong_count = [Checkpoint(events[4][0], events[4][1], 4, now)]
+    assert pages(checkpoints=wrong_count).problem == "checkpoint_mismatch"
+    beyond = [Checkpoint(events[-1][0] + 100, "e" * 64, 11, now)]
+    assert pages(checkpoints=beyond).problem == "truncated"
+    assert pages(anchor="a" * 64).problem == "anchor_missing"
+
+
+def test_the_canonical_bytes_are_those_the_chain_has_always_hashed():
+    """Stored chains were hashed with these bytes (computed by the code before the fast path):
+    a change to the canonical form would break every existing chain."""
+    values = {
+        "created_at": dt.datetime(
+            2026, 7, 1, 12, 30, 5, 7, tzinfo=dt.timezone(dt.timedelta(hours=2))
+        ),
+        "actor_type": "user",
+        "actor_user_id": "4",
+        "actor_username": "zoë",
+        "action": "rotation.pushed",
+        "outcome": "success",
+        "installation_ref": "icfg_1",
+        "resource_ref": "",
+        "rotation_ref": None,
+        "batch_ref": 7,
+        "reason": "a\x00b \ud800",
+        "ticket": None,
+        "source_ip": "fe80::1%eth0",
+        "user_agent": "UA",
+        "request_id": "req",
+        "details": {"f": 1e20, "g": 2.5, "s": {3, 1}, "n": None, "l": [True, "x"]},
+        "prev_hash": "0" * 64,
+    }
+    expected = (
+        b'{"action":"rotation.pushed","actor_type":"user","actor_user_id":4,'
+        b'"actor_username":"zo\\u00eb","batch_ref":7,"created_at":"2026-07-01T10:30:05.000007Z",'
+        b'"details":{"f":100000000000000000000,"g":2.5,"l":[true,"x"],"n":null,"s":[1,3]},'
+        b'"installation_ref":"icfg_1","outcome":"success","prev_hash":"'
+        + b"0"
+        * 64
+        + b'","reason":"a\\u0000b \\ud800","request_id":"req","resource_ref":"",'
+        b'"rotation_ref":null,"source_ip":"fe80::1","ticket":"","user_agent":"UA","v":2}'
+    )
+    assert canonical_values(values, version=2) == expected
+    assert canonical_fields(list(values.values()), version=2) == expected
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_hashes_pages_in_several_processes_on_postgresql():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (set DATABASE_URL)")
+    events = record(12)
+    together = audit_log_verify(page_size=3, chunk_size=2, processes=3)
+    assert together.intact
+    assert (together.count, together.head_hash) == (12, events[-1][1])
+    raw("UPDATE rotation_auditevent SET outcome = 'denied' WHERE id = %s", [events[10][0]])
+    report = audit_log_verify(page_size=3, chunk_size=2, processes=3)
+    assert (report.bad_event_id, report.problem, report.count) == (events[10][0], "modified", 10)
