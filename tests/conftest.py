@@ -61,6 +61,15 @@ def flush_keeps_audit_triggers():
 
 
 @pytest.fixture(autouse=True)
+def pacer_forgets():
+    """The process's pacer keeps what it read and learned (pace rows, Vercel's latency); each
+    test starts with none, as a fresh worker does."""
+    from rotation.services.pace import PACER
+
+    PACER.forget()
+
+
+@pytest.fixture(autouse=True)
 def provider_doubles_forget():
     """The test providers record calls on their classes (settings name a class, not an
     object); every test starts and ends with nothing recorded."""

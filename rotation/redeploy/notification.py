@@ -76,7 +76,6 @@ def notifications_after_commit(rotation_ids: Iterable[int], *, wanted: str) -> N
 
 def notifications_request(rotation_ids: list[int], *, wanted: str) -> list[int]:
     """Record what is wanted and queue the tasks; returns the rotations queued."""
-    now = timezone.now()
     with transaction.atomic():
         rotations = Rotation.objects.select_for_update().filter(pk__in=rotation_ids)
         if wanted == CLEAR:
@@ -85,16 +84,31 @@ def notifications_request(rotation_ids: list[int], *, wanted: str) -> list[int]:
                 notification_wanted=CLEAR
             )
         ids = list(rotations.values_list("pk", flat=True))
-        Rotation.objects.filter(pk__in=ids).update(
-            notification_wanted=wanted,
-            notification_state=Notification.SETTING if wanted == SET else Notification.CLEARING,
-            notification_attempts=0,
-            notification_error="",
-            notification_next_attempt_at=now + _stuck_after(),
-        )
+        Rotation.objects.filter(pk__in=ids).update(**notification_fields(wanted))
         if ids:
             transaction.on_commit(partial(_enqueue, ids))
     return ids
+
+
+def notification_fields(wanted: str) -> dict[str, Any]:
+    """The rotation fields that ask for the notification to be set (or cleared)."""
+    return {
+        "notification_wanted": wanted,
+        "notification_state": Notification.SETTING if wanted == SET else Notification.CLEARING,
+        "notification_attempts": 0,
+        "notification_error": "",
+        "notification_next_attempt_at": timezone.now() + _stuck_after(),
+    }
+
+
+def notifications_set_after_commit(rotation_ids: list[int]) -> None:
+    """Queue the tasks that set these rotations' notifications once the caller's transaction
+    commits; the caller holds their locks and wrote `notification_fields(SET)` in it (one
+    transaction fewer per pushed group than `notifications_after_commit`)."""
+    if rotation_ids:
+        # robust: a failure here is logged and never undoes or fails the pushes; the
+        # rotations stay `setting`, which the sweeper re-queues once due.
+        transaction.on_commit(partial(_enqueue, list(rotation_ids)), robust=True)
 
 
 def _stuck_after() -> timedelta:

@@ -144,6 +144,7 @@ def resource_secrets_put(
         if exc.status == 429:
             # Every worker waits, not only this one: the limit is the token's.
             pace_rate_limited(installation_id=installation.pk, wait=wait)
+            pacer.forget(installation.pk)  # this process's PUTs see the pause at once
         if attempts_exhausted(attempts):
             message = f"Gave up after {attempts} attempts; last error: {message}"
             return put.fail(status=exc.status, code=exc.code, message=message)
@@ -161,8 +162,10 @@ def _put_in_slot(pacer: Pacer, *, installation_id: int, call: dict) -> vercel.Ve
     """One PUT in a slot taken from `pacer`; the error, or None when Vercel took it."""
     accepted, rate_limit = False, None
     try:
+        sent, cpu = time.monotonic(), time.thread_time()
         # Reference: https://vercel.com/docs/rest-api/reference/endpoints/marketplace/update-resource-secrets
         rate_limit = vercel.update_resource_secrets(**call)
+        pacer.timed(wall=time.monotonic() - sent, cpu=time.thread_time() - cpu)
         accepted = True
         return None
     except vercel.VercelError as exc:

@@ -13,7 +13,12 @@ them: one primary-key read per PUT, and writes only when Vercel paces the instal
 - The safety net: a 429 still pauses every worker until `Retry-After` and halves the
   concurrency (AIMD), which grows back while answers are 2xx.
 
-Within one process, `Pacer` counts the PUTs in flight per installation.
+Within one process, `Pacer` counts the PUTs in flight per installation, reads the shared pace
+at most every `PACE_READ_SECONDS` (a pause another node records is seen within that interval;
+the worker that meets the 429 sees it at once), and sizes the threads of a chunk by Little's
+law: PUTs worth having in flight = the time a PUT waits on Vercel / the CPU time it costs here.
+At a local stand-in's 0 ms that is one (more threads only contend for the GIL); at Vercel's
+~100 ms it is the cap.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -37,6 +42,11 @@ logger = logging.getLogger(__name__)
 
 # A thread waiting for a slot re-reads the shared pace this often (a pause set by another node).
 SLOT_POLL_SECONDS = 0.25
+# A process reads an installation's shared pace at most this often (one read per PUT cost
+# more than the PUT at a local stand-in's pace).
+PACE_READ_SECONDS = 0.2
+# The process sizes threads by its last this many PUTs (a chunk's worth).
+TIMED_PUTS = 50
 # Share of the limit kept in reserve (at least one request).
 RESERVE_SHARE = 0.05
 # A PUT books its token at most this far ahead; beyond, it waits like a pause, token-less.
@@ -181,12 +191,61 @@ class Pacer:
         self._observed: dict[int, Observed] = {}
         # The number of the PUT this thread holds a slot for (see `release`).
         self._local = threading.local()
+        # The shared pace as read (monotonic time of the read, the row), per installation.
+        self._rows: dict[int, tuple[float, tuple[datetime | None, int, bool]]] = {}
+        # The last PUTs' seconds waiting on Vercel, and their CPU seconds here.
+        self._waits: deque[float] = deque(maxlen=TIMED_PUTS)
+        self._cpus: deque[float] = deque(maxlen=TIMED_PUTS)
+
+    def forget(self, installation_id: int | None = None) -> None:
+        """Read the installation's shared pace afresh next time (None: every installation's,
+        and start the latency estimate over)."""
+        with self._changed:
+            if installation_id is not None:
+                self._rows.pop(installation_id, None)
+                return
+            self._rows.clear()
+            self._waits.clear()
+            self._cpus.clear()
+
+    def _row(self, installation_id: int) -> tuple[datetime | None, int, bool]:
+        """The shared pace, read at most every `PACE_READ_SECONDS`; a pause in effect is
+        always read again, so one lifted early is never waited out."""
+        read_at = time.monotonic()
+        with self._changed:
+            kept = self._rows.get(installation_id)
+        if kept is not None and read_at - kept[0] < PACE_READ_SECONDS:
+            paused_until = kept[1][0]
+            if paused_until is None or paused_until <= timezone.now():
+                return kept[1]
+        row = _pace_row(installation_id)
+        with self._changed:
+            self._rows[installation_id] = (read_at, row)
+        return row
+
+    def threads(self, cap: int) -> int:
+        """PUTs worth having in flight in this process, from 1 to `cap` (the cap until a PUT
+        was timed): by Little's law, Vercel's latency over a PUT's CPU time here. The latency
+        is the least wait of the last `TIMED_PUTS`: waits beyond it are queueing (for the GIL,
+        or at a busy server), which more PUTs in flight would only lengthen."""
+        with self._changed:
+            if not self._waits:
+                return cap
+            latency, cpu = min(self._waits), sum(self._cpus) / len(self._cpus)
+        return max(1, min(cap, round(latency / max(cpu, 1e-4))))
+
+    def timed(self, *, wall: float, cpu: float) -> None:
+        """Learn from one PUT: `wall` seconds from sending to the answer, `cpu` of them this
+        thread's CPU time."""
+        with self._changed:
+            self._waits.append(max(0.0, wall - cpu))
+            self._cpus.append(cpu)
 
     def acquire(self, installation_id: int) -> float:
         """Take a slot for one PUT and return 0 once it may be sent, or return the seconds the
         installation's pushes stay paused (no slot taken)."""
         while True:
-            paused_until, concurrency, paced = _pace_row(installation_id)
+            paused_until, concurrency, paced = self._row(installation_id)
             now = timezone.now()
             if paused_until is not None and paused_until > now:
                 return max((paused_until - now).total_seconds(), 0.001)
@@ -202,6 +261,8 @@ class Pacer:
         if not paced and observed is None:
             return 0.0
         wait, self._local.seq = pace_take(installation_id=installation_id, observed=observed)
+        if paced != (self._local.seq is not None or wait > 0):
+            self.forget(installation_id)  # Vercel started (or stopped) pacing it: read again
         if self._local.seq is None and wait > 0:
             self._give_back(installation_id)
             return wait

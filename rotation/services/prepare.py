@@ -7,10 +7,12 @@ Three steps per chunk of rotations, so no provider call happens under a row lock
    not call the provider for them too, and retire pending versions that other (ended)
    rotations left behind;
 2. call the provider for each claimed rotation, outside any transaction, sealing at once;
-3. record (a short transaction per RECORD_GROUP rotations, so a worker that dies leaves few
-   made credentials unrecorded): each rotation still `preparing` and still without a pending
-   version gets the new one; credentials nobody can use any more (the rotation was
-   cancelled, or another worker stored its own first) are retired, never left valid.
+3. record (a short transaction for what the provider made within RECORD_SECONDS, at most
+   RECORD_GROUP rotations, so a worker that dies leaves few made credentials unrecorded, and
+   a fast provider's chunk costs one transaction, not one per few rotations): each rotation
+   still `preparing` and still without a pending version gets the new one; credentials
+   nobody can use any more (the rotation was cancelled, or another worker stored its own
+   first) are retired, never left valid.
 
 A chunk stops calling the provider at its deadline, records what it made, and hands the
 rest to a new task, so a slow provider never makes a task run into its timeout. Audit events
@@ -37,9 +39,11 @@ from rotation.services.timing import stuck_after
 
 logger = logging.getLogger(__name__)
 State = Rotation.State
-# Made credentials are recorded this many at a time: fewer transactions than one per
-# rotation, fewer unrecorded credentials than one per chunk if the worker dies.
-RECORD_GROUP = 10
+# Made credentials are recorded at least this often, and at most this many at a time: fewer
+# transactions than one per rotation (every write transaction waits for the other workers'),
+# few unrecorded credentials if the worker dies while a slow provider works.
+RECORD_SECONDS = 0.25
+RECORD_GROUP = 50
 Stage = CredentialVersion.Stage
 
 
@@ -75,6 +79,7 @@ def rotations_prepare(*, rotation_ids: list[int], deadline: float | None = None)
         return states
     providers: dict[str, CredentialProvider] = {}
     made: list[_Made] = []
+    first_made = 0.0
     for index, rotation in enumerate(claimed):
         if deadline is not None and time.monotonic() > deadline:
             _release(claimed[index:])
@@ -88,7 +93,9 @@ def rotations_prepare(*, rotation_ids: list[int], deadline: float | None = None)
             made.append(_Made(rotation, error=exc))
         else:
             made.append(_make(provider, rotation))
-        if len(made) >= RECORD_GROUP:
+        if len(made) == 1:
+            first_made = time.monotonic()
+        if len(made) >= RECORD_GROUP or time.monotonic() - first_made >= RECORD_SECONDS:
             states.update(_record(made))
             made = []
     if made:

@@ -28,10 +28,15 @@ from rotation.crypto import CryptoError
 from rotation.models import CredentialVersion, Installation, Resource, Rotation
 from rotation.providers.retirement import versions_mark_retiring, versions_retire_after_commit
 from rotation.redeploy.begin import rotations_redeploy_begin
-from rotation.redeploy.notification import notifications_after_commit
+from rotation.redeploy.notification import (
+    SET,
+    notification_fields,
+    notifications_set_after_commit,
+)
 from rotation.services.backoff import resource_secrets_put
 from rotation.services.enqueue import rotations_enqueue
 from rotation.services.locks import rotation_lock, rotations_lock
+from rotation.services.pace import PACER
 from rotation.services.timing import stuck_after
 from rotation.vercel.endpoints import endpoint_in_effect
 
@@ -271,12 +276,15 @@ def _succeed(pushes: list[_Push], pushed: set[int] | None = None) -> dict[int, s
             stage=Stage.CURRENT, stage_changed_at=now
         )
         cleared = {"last_error": "", "last_error_code": "", "last_error_status": None}
+        # The dashboard notification is asked for in the same statement (its tasks are queued
+        # after the commit).
         Rotation.objects.filter(pk__in=[rotation.pk for rotation, _, _ in done]).update(
             state=State.AWAITING_REDEPLOY,
             pushed_at=now,
             state_changed_at=now,
             next_attempt_at=None,
             **cleared,
+            **notification_fields(SET),
         )
         entries: list[dict[str, Any]] = []
         for rotation, pending, current in done:
@@ -309,7 +317,7 @@ def _succeed(pushes: list[_Push], pushed: set[int] | None = None) -> dict[int, s
             entry["details"]["redeploy"] = plan
         # Last: on PostgreSQL the audit chain's lock is held from here to the commit.
         audit_record_many(entries)
-        notifications_after_commit([rotation.pk for rotation, _, _ in done], wanted="set")
+        notifications_set_after_commit([rotation.pk for rotation, _, _ in done])
     if pushed is not None:
         pushed.update(rotation.pk for rotation, _, _ in done)
     return states
@@ -392,10 +400,12 @@ def _push_one(
 def push_concurrency(count: int) -> int:
     """Threads pushing a chunk of `count`; 0 means in this thread.
 
-    Threads use their own database connections, which cannot see rows of a transaction the
-    caller left open, nor share an in-memory SQLite database safely: both push in this thread.
+    As many as Vercel's latency makes worth having (`Pacer.threads`), up to
+    `ROTATION_PUSH_CONCURRENCY`. Threads use their own database connections, which cannot see
+    rows of a transaction the caller left open, nor share an in-memory SQLite database safely:
+    both push in this thread.
     """
-    threads = min(settings.ROTATION_PUSH_CONCURRENCY, count)
+    threads = min(PACER.threads(settings.ROTATION_PUSH_CONCURRENCY), count)
     if threads <= 1 or connection.in_atomic_block:
         return 0
     if connection.vendor == "sqlite" and connection.is_in_memory_db():  # type: ignore[attr-defined]

@@ -4,8 +4,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from rotation.models import PushPace
+from rotation.services import pace
 from rotation.services.pace import (
     BOOK_AHEAD_SECONDS,
     Observed,
@@ -81,3 +84,52 @@ def test_a_429_empties_the_bucket_and_pauses_every_pacer(installation):
         assert PushPace.objects.get().tokens == 0
         for pacer in (Pacer(), Pacer()):  # two worker processes
             assert pacer.acquire(installation.pk) == 2
+
+
+@pytest.mark.django_db
+def test_a_pacer_reads_the_shared_pace_once_per_interval_and_a_429_here_at_once(
+    installation, monkeypatch
+):
+    monkeypatch.setattr(pace, "PACE_READ_SECONDS", 3600)
+    pacer = Pacer()
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(3):
+            assert pacer.acquire(installation.pk) == 0
+            pacer.release(installation.pk, accepted=True)
+    assert len(queries) == 1  # one read for three PUTs
+    # This process met the 429 (rotation.services.backoff forgets what it read): paused at once.
+    pace_rate_limited(installation_id=installation.pk, wait=2)
+    pacer.forget(installation.pk)
+    assert 1.5 < pacer.acquire(installation.pk) <= 2
+    # A pause in effect is read again each time, so one lifted early is not waited out.
+    PushPace.objects.update(paused_until=None)
+    assert pacer.acquire(installation.pk) == 0
+
+
+@pytest.mark.django_db
+def test_another_node_s_pause_is_seen_once_the_interval_passes(installation, monkeypatch):
+    pacer = Pacer()
+    assert pacer.acquire(installation.pk) == 0
+    pacer.release(installation.pk, accepted=True)
+    pace_rate_limited(installation_id=installation.pk, wait=2)  # in another process
+    monkeypatch.setattr(pace, "PACE_READ_SECONDS", 0)  # the interval has passed
+    assert 1.5 < pacer.acquire(installation.pk) <= 2
+
+
+def test_a_pacer_sizes_threads_by_vercels_latency_over_a_puts_cpu_time():
+    pacer = Pacer()
+    assert pacer.threads(8) == 8  # nothing timed yet: the cap
+    for _ in range(10):  # a stand-in on this machine: a PUT waits less than it costs here
+        pacer.timed(wall=0.0015, cpu=0.001)
+    assert pacer.threads(8) == 1
+    for _ in range(pace.TIMED_PUTS):  # Vercel over the internet
+        pacer.timed(wall=0.101, cpu=0.001)
+    assert pacer.threads(8) == 8
+    assert pacer.threads(4) == 4
+    # Waits beyond the least are queueing (GIL, a busy server), which more threads lengthen.
+    for _ in range(pace.TIMED_PUTS - 1):
+        pacer.timed(wall=0.021, cpu=0.001)
+    pacer.timed(wall=0.004, cpu=0.001)
+    assert pacer.threads(8) == 3
+    pacer.forget()
+    assert pacer.threads(8) == 8

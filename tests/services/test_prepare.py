@@ -47,10 +47,21 @@ def test_it_leaves_a_rotation_whose_credentials_are_being_made_to_its_preparer(
     assert CredentialVersion.objects.get(resource=resource).stage == "pending"
 
 
-def test_it_records_made_credentials_in_small_groups_so_a_dying_worker_loses_few(
-    alice, settings, db
+@pytest.mark.parametrize(
+    ("record_seconds", "stored_count"),
+    [
+        # A slow provider (each call outlasts RECORD_SECONDS): each credential is recorded
+        # once made, so the 14 made before the worker died (on the 15th call) are stored.
+        (0, 14),
+        # A fast provider: the 14 were one group, not yet recorded, so none is stored (the
+        # provider keys credentials by rotation, so the retry reuses them).
+        (3600, 0),
+    ],
+)
+def test_made_credentials_are_recorded_at_least_every_record_seconds(
+    alice, settings, monkeypatch, db, record_seconds, stored_count
 ):
-    from rotation.services.prepare import RECORD_GROUP
+    from rotation.services import prepare
     from tests.provider_doubles import WorkerKilled
 
     make_installation("icfg_dying", resources=20)
@@ -59,9 +70,9 @@ def test_it_records_made_credentials_in_small_groups_so_a_dying_worker_loses_few
     )
     ids = list(batch.rotations.order_by("pk").values_list("pk", flat=True))
     settings.ROTATION_CREDENTIAL_PROVIDER = "tests.provider_doubles.DyingProvider"
+    monkeypatch.setattr(prepare, "RECORD_SECONDS", record_seconds)
     with pytest.raises(WorkerKilled):
         services.rotations_prepare(rotation_ids=ids)
-    # The first group was stored before the worker died; the rest wait for their lease.
+    # The rest wait for their lease.
     stored = CredentialVersion.objects.filter(rotation_id__in=ids, stage="pending")
-    assert stored.count() == RECORD_GROUP == 10
-    assert sorted(stored.values_list("rotation_id", flat=True)) == ids[:RECORD_GROUP]
+    assert sorted(stored.values_list("rotation_id", flat=True)) == ids[:stored_count]
