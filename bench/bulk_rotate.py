@@ -217,17 +217,23 @@ def cluster_rss(process) -> dict[int, int]:
     return sizes
 
 
+def wait_until_none(rows, what: str) -> float:
+    """When `rows` (a queryset) is empty, bounded by MAX_WAIT_S."""
+    deadline = time.monotonic() + MAX_WAIT_S
+    while rows.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} after {MAX_WAIT_S} s")
+        time.sleep(0.05)
+    return time.monotonic()
+
+
 def wait_for_batch(batch) -> float:
     """Seconds until no rotation of the batch is in flight (bounded by MAX_WAIT_S)."""
     from rotation.models import Rotation
 
     in_flight = [Rotation.State.REQUESTED, Rotation.State.PREPARING, Rotation.State.PUSHING]
-    deadline = time.monotonic() + MAX_WAIT_S
-    while batch.rotations.filter(state__in=in_flight).exists():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"batch #{batch.pk} still in flight after {MAX_WAIT_S} s")
-        time.sleep(0.05)
-    return time.monotonic()
+    rows = batch.rotations.filter(state__in=in_flight)
+    return wait_until_none(rows, f"batch #{batch.pk} still in flight")
 
 
 def wait_for_notifications(batch) -> float:
@@ -236,12 +242,8 @@ def wait_for_notifications(batch) -> float:
     from rotation.models import Rotation
 
     pending = [Rotation.Notification.SETTING, Rotation.Notification.CLEARING]
-    deadline = time.monotonic() + MAX_WAIT_S
-    while batch.rotations.filter(notification_state__in=pending).exists():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"batch #{batch.pk}: notifications pending after {MAX_WAIT_S} s")
-        time.sleep(0.05)
-    return time.monotonic()
+    rows = batch.rotations.filter(notification_state__in=pending)
+    return wait_until_none(rows, f"batch #{batch.pk}: notifications pending")
 
 
 def plain_loop(fake, installation) -> float:

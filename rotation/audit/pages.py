@@ -77,10 +77,8 @@ def page_summary(
             for row in rows:
                 scheme = row[2]
                 if (
-                    scheme not in SCHEMES
-                    or (expected_prev is not None and row[PREV_HASH] != expected_prev)
-                    or _recomputed(row, key) != row[1]
-                ):
+                    expected_prev is not None and row[PREV_HASH] != expected_prev
+                ) or recomputed_hash(row, key) != row[1]:
                     summary.broken = True
                     return summary
                 if expected_prev is None:
@@ -103,10 +101,14 @@ def page_summary(
     return summary
 
 
-def _recomputed(row: tuple, key: bytes) -> str:
+def recomputed_hash(row: tuple, key: bytes) -> str:
+    """The hash of a COLUMNS row recomputed, or "" when it cannot be (an unknown scheme, or
+    details that could never have been written, such as a plain secret)."""
+    if row[2] not in SCHEMES:
+        return ""
     try:
         return fields_hash(row[3:], row[2], key)
-    except ValueError:  # details that could never have been written (a plain secret)
+    except ValueError:
         return ""
 
 

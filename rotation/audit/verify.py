@@ -12,9 +12,9 @@ import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from rotation.audit.chain import GENESIS_HASH, audit_chain_key, fields_hash
+from rotation.audit.chain import GENESIS_HASH, audit_chain_key
 from rotation.audit.checkpoints import Checkpoint, checkpoints_sorted
-from rotation.audit.pages import ACTION, COLUMNS, SCHEMES, fast_verify
+from rotation.audit.pages import ACTION, COLUMNS, fast_verify, recomputed_hash
 from rotation.models import AuditAction, AuditEvent
 
 KEYED = AuditEvent.HashScheme.HMAC_SHA256
@@ -69,20 +69,10 @@ def _checked(batch: Sequence[tuple]) -> list[dict]:
             "hash_scheme": row[2],
             "action": row[ACTION],
             "prev_hash": row[-1],
-            "computed": _computed(row, key),
+            "computed": recomputed_hash(row, key),
         }
         for row in batch
     ]
-
-
-def _computed(row: tuple, key: bytes) -> str:
-    scheme = row[2]
-    if scheme not in SCHEMES:
-        return ""
-    try:
-        return fields_hash(row[3:], scheme, key)
-    except ValueError:  # details that could never have been written (a plain secret)
-        return ""
 
 
 def _link_problem(
