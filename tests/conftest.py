@@ -1,5 +1,6 @@
 """Shared personas, data builders and fixtures used by more than one test package."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -168,13 +169,17 @@ def qcluster_start(env: dict, log_path: Path) -> subprocess.Popen:
 
 
 def qcluster_stop(process: subprocess.Popen) -> None:
-    """Stop the cluster and its workers (the process group `qcluster_start` began)."""
-    os.killpg(process.pid, signal.SIGTERM)
+    """Stop the cluster as an operator's supervisor should: SIGTERM to the cluster process
+    alone, which stops its workers in order (a SIGTERM to every process of the group leaves
+    django-q's sentinel waiting on children that are gone), then clear the group."""
+    process.terminate()
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        process.kill()
         process.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def q_conf_use(patch: pytest.MonkeyPatch, *, name: str, redis_url: str = "") -> None:

@@ -145,13 +145,16 @@ def test_two_clusters_share_the_rate_limit_skip_cancelled_and_finalize_once(
     alice = make_user("alice", group=SUPPORT)
     installation = make_installation("icfg_shared", resources=100)
     fake_vercel.load_from_database()
-    fake_vercel.latency_ms = 30
+    # Slow enough that a chunk (45 PUTs, at most 2 in flight) outlasts the moment it takes
+    # every process to see the pause, so both workers still hold work when it begins.
+    fake_vercel.latency_ms = 60
     fake_vercel.respond_next(
         429,
         {"error": {"code": "rate_limited", "message": "slow down"}},
         headers={"Retry-After": "4"},
     )
     env = clusters_env(fake_vercel, monkeypatch)
+    env["ROTATION_PUSH_PER_INSTALLATION"] = "2"
     batch = services.rotation_request(
         resource_ids=installation.resources.all(), actor=alice, reason="shared limit"
     )
@@ -187,7 +190,7 @@ def test_two_clusters_share_the_rate_limit_skip_cancelled_and_finalize_once(
 
     # The 429 paused every worker: no PUT arrived from its answer (plus the moment it takes
     # to record the pause, and the interval at which other processes re-read the shared pace)
-    # until the pause was over, though both workers had a task running.
+    # until the pause was over, though both workers held work across it.
     limited = next(r for r in sent if r.status == 429)
     pace = PushPace.objects.get(installation=installation)
     pause_end = pace.paused_until.timestamp()
@@ -196,11 +199,14 @@ def test_two_clusters_share_the_rate_limit_skip_cancelled_and_finalize_once(
     during = [r for r in sent if seen_by_all < r.received_at < pause_end - 0.05]
     assert during == []
     assert pace.rate_limited_count == 1
+    # Two tasks running at once (so one in each single-worker cluster) from before the
+    # pause's last second to past its end: each waited it out with rotations still to push.
     runs = [t for t in Task.objects.filter(func="rotation.tasks.rotations_process") if t.result]
-    busy = [t for t in runs if t.started.timestamp() < pause_end - 1 < t.stopped.timestamp()]
-    # At least both workers (django-q stamps `stopped` when the monitor saves the result, which
-    # can lag, so a third task that had just ended may overlap the instant too).
-    assert len(busy) >= 2, [(t.started, t.stopped, t.result) for t in runs]
+    held = [
+        t for t in runs if t.started.timestamp() < pause_end - 1 < pause_end < t.stopped.timestamp()
+    ]
+    assert len(held) >= 2, [(t.started, t.stopped, t.result) for t in runs]
+    assert [r for r in sent if r.received_at >= pause_end - 0.05]  # and pushed after it
 
 
 @pytest.mark.processes
