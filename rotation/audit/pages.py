@@ -17,12 +17,43 @@ from dataclasses import dataclass, field
 
 from django.db import connection, connections
 
-from rotation.audit.chain import GENESIS_HASH, HASHED_FIELDS, audit_chain_key, fields_hash
+from rotation.audit.chain import (
+    GENESIS_HASH,
+    HASHED_FIELDS,
+    INT_FIELDS,
+    SORTED_FIELDS,
+    audit_chain_key,
+    fields_hash,
+    text_fields_hash,
+)
 from rotation.models import AuditAction, AuditEvent
 
 COLUMNS = ("id", "hash", "hash_scheme", *HASHED_FIELDS)
 ACTION = COLUMNS.index("action")
 PREV_HASH = COLUMNS.index("prev_hash")
+
+
+def _as_text(name: str) -> str:
+    """PostgreSQL's expression for a hashed field in `text_fields_hash`'s form."""
+    if name == "created_at":  # NULL, so the typed path, for years strftime does not pad
+        return (
+            "CASE WHEN created_at >= '1000-01-01' THEN to_char(created_at AT TIME ZONE 'UTC', "
+            """'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END"""
+        )
+    if name == "source_ip":
+        return "coalesce(host(source_ip), '')"
+    if name == "details":
+        return "details::text"
+    if name in INT_FIELDS:
+        return f"coalesce({name}::text, 'null')"
+    return f"coalesce({name}, '')"
+
+
+TEXT_FIELDS = 3  # where the hashed fields begin in a TEXT_COLUMNS row
+TEXT_COLUMNS = ("id", "hash", "hash_scheme", *(_as_text(name) for name in SORTED_FIELDS))
+TEXT_TIME = TEXT_FIELDS + SORTED_FIELDS.index("created_at")
+TEXT_ACTION = TEXT_FIELDS + SORTED_FIELDS.index("action")
+TEXT_PREV_HASH = TEXT_FIELDS + SORTED_FIELDS.index("prev_hash")
 KEYED = int(AuditEvent.HashScheme.HMAC_SHA256)
 SCHEMES = frozenset(int(value) for value in AuditEvent.HashScheme.values)
 MARKER = AuditAction.AUDIT_CHAIN_KEYED.value
@@ -60,45 +91,84 @@ def page_summary(
     bounds: tuple[int, int | None], checkpoint_ids: frozenset[int], anchor: str, chunk_size: int
 ) -> PageSummary:
     """Summarise the events with `after < id <= upto` (to the end when `upto` is None)."""
+    summary = PageSummary()
+    expected_prev = None
+    keyed_seen = False
+    for event_id, event_hash, scheme, action, prev_hash, computed in _checked_rows(
+        bounds, chunk_size
+    ):
+        if (expected_prev is not None and prev_hash != expected_prev) or computed != event_hash:
+            summary.broken = True
+            return summary
+        if expected_prev is None:
+            summary.first_prev_hash = prev_hash
+        if scheme == KEYED:
+            if not keyed_seen:
+                keyed_seen = True
+                summary.first_keyed_index = summary.count
+                summary.first_keyed_is_marker = action == MARKER
+        elif keyed_seen:
+            summary.unkeyed_after_keyed = True
+        if event_id in checkpoint_ids:
+            summary.checkpoint_hits[event_id] = (event_hash, summary.count)
+        if event_hash == anchor:
+            summary.anchor_seen = True
+        summary.count += 1
+        expected_prev = event_hash
+        summary.last_id = event_id
+    summary.last_hash = expected_prev or ""
+    return summary
+
+
+def _checked_rows(
+    bounds: tuple[int, int | None], chunk_size: int
+) -> Iterator[tuple[int, str, int, str, str, str]]:
+    """(id, hash, hash_scheme, action, prev_hash, recomputed hash) of a page's events in id
+    order, read through a server-side cursor where there is one.
+
+    PostgreSQL renders the hashed fields as text (`TEXT_COLUMNS`), which `text_fields_hash`
+    hashes without building typed values; an event it leaves out is read again, typed."""
     after, upto = bounds
     key = audit_chain_key()
-    summary = PageSummary()
-    sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE id > %s"  # noqa: S608 (model names)
+    text_path = connection.vendor == "postgresql"
+    columns = TEXT_COLUMNS if text_path else COLUMNS
+    sql = f"SELECT {', '.join(columns)} FROM {TABLE} WHERE id > %s"  # noqa: S608 (model names)
     params: list[int] = [after]
     if upto is not None:
         sql += " AND id <= %s"
         params.append(upto)
-    expected_prev = None
-    keyed_seen = False
     server_side = not connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS")
     with connection.chunked_cursor() if server_side else connection.cursor() as cursor:
         cursor.execute(sql + " ORDER BY id", params)
         while rows := cursor.fetchmany(chunk_size):
             for row in rows:
+                if not text_path:
+                    yield (
+                        row[0],
+                        row[1],
+                        row[2],
+                        row[ACTION],
+                        row[PREV_HASH],
+                        recomputed_hash(row, key),
+                    )
+                    continue
                 scheme = row[2]
-                if (
-                    expected_prev is not None and row[PREV_HASH] != expected_prev
-                ) or recomputed_hash(row, key) != row[1]:
-                    summary.broken = True
-                    return summary
-                if expected_prev is None:
-                    summary.first_prev_hash = row[PREV_HASH]
-                if scheme == KEYED:
-                    if not keyed_seen:
-                        keyed_seen = True
-                        summary.first_keyed_index = summary.count
-                        summary.first_keyed_is_marker = row[ACTION] == MARKER
-                elif keyed_seen:
-                    summary.unkeyed_after_keyed = True
-                if row[0] in checkpoint_ids:
-                    summary.checkpoint_hits[row[0]] = (row[1], summary.count)
-                if row[1] == anchor:
-                    summary.anchor_seen = True
-                summary.count += 1
-                expected_prev = row[1]
-                summary.last_id = row[0]
-        summary.last_hash = expected_prev or ""
-    return summary
+                computed = None
+                if scheme in SCHEMES and row[TEXT_TIME] is not None:
+                    computed = text_fields_hash(row[TEXT_FIELDS:], scheme, key)
+                if computed is None:
+                    computed = _typed_recomputed_hash(row[0], key)
+                yield row[0], row[1], scheme, row[TEXT_ACTION], row[TEXT_PREV_HASH], computed
+
+
+def _typed_recomputed_hash(event_id: int, key: bytes) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE id = %s",  # noqa: S608
+            [event_id],
+        )
+        row = cursor.fetchone()
+    return recomputed_hash(row, key) if row else ""
 
 
 def recomputed_hash(row: tuple, key: bytes) -> str:

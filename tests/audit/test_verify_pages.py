@@ -7,9 +7,17 @@ import datetime as dt
 import pytest
 
 from rotation.audit import AuditAction, audit_record
-from rotation.audit.chain import canonical_fields, canonical_values
+from rotation.audit.chain import (
+    audit_chain_key,
+    canonical_fields,
+    canonical_values,
+    event_hash,
+    fingerprint,
+    text_fields_hash,
+)
 from rotation.audit.checkpoints import Checkpoint
-from rotation.audit.pages import fast_verify
+from rotation.audit.origin import Origin
+from rotation.audit.pages import TEXT_COLUMNS, TEXT_FIELDS, fast_verify
 from rotation.audit.verify import audit_log_verify
 from rotation.models import AuditEvent
 from tests.audit.tampering import raw
@@ -132,3 +140,61 @@ def test_it_hashes_pages_in_several_processes_on_postgresql():
     raw("UPDATE rotation_auditevent SET outcome = 'denied' WHERE id = %s", [events[10][0]])
     report = audit_log_verify(page_size=3, chunk_size=2, processes=3)
     assert (report.bad_event_id, report.problem, report.count) == (events[10][0], "modified", 10)
+
+
+# Events whose every field PostgreSQL renders as text the way the canonical form writes it, and
+# events that leave the text path for the typed one: (reason, origin, details, text path?).
+TEXT_CASES = [
+    ("written in year 999", None, {}, False),
+    ("plain", Origin("10.0.0.1", "Mozilla/5.0", "req-1"), {"a": 1, "b": [True, None]}, True),
+    ("floats", None, {"whole": 1.0, "big": 1e20, "part": 0.1, "tiny": 1e-7, "neg": -2.5}, True),
+    ('quote " and back\\slash', Origin("::ffff:10.0.0.1"), {"s": 'x"y', "k": "a\\b"}, True),
+    ("IPv6 in PostgreSQL's form", Origin("2001:db8:0:0:0:0:0:1"), {}, True),
+    ("zoë, control \x01 and \ud800", Origin("fe80::1%eth0"), {"nested": {"z": 1, "a": 2}}, True),
+    ("a fingerprint", None, {"token": fingerprint("s3cret"), "Password": ""}, False),
+    ("non-ASCII details", None, {"name": "zoë"}, False),
+    ("escaped details", None, {"tab": "a\tb", "bell": "\x07"}, False),
+]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_postgresqls_text_rendering_hashes_to_the_typed_hash_or_steps_aside():
+    """The verifier's text path reproduces the writer's hash for every event it takes, and
+    leaves the ones it cannot vouch for (and a year strftime does not pad) to the typed path."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the text path is PostgreSQL's (set DATABASE_URL)")
+    for number, (reason, origin, details, _) in enumerate(TEXT_CASES):
+        audit_record(
+            action=AuditAction.INSTALLATION_CHANGED, reason=reason, origin=origin, details=details
+        )
+        if number == 0:  # rehashed as written then, before others are chained to it
+            ancient = AuditEvent.objects.get()
+            ancient.created_at = dt.datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=dt.UTC)
+            ancient.hash = event_hash(ancient)
+            raw(
+                "UPDATE rotation_auditevent SET created_at = %s, hash = %s WHERE id = %s",
+                [ancient.created_at, ancient.hash, ancient.pk],
+            )
+
+    key = audit_chain_key()
+    with connection.cursor() as cursor:
+        columns = ", ".join(TEXT_COLUMNS)
+        cursor.execute(f"SELECT {columns} FROM rotation_auditevent ORDER BY id")  # noqa: S608
+        rows = cursor.fetchall()
+    assert len(rows) == len(TEXT_CASES)
+    for row, (reason, *_, text_path) in zip(rows, TEXT_CASES, strict=True):
+        if row[0] == ancient.pk:
+            assert row[TEXT_FIELDS:].count(None) == 1  # the time, left to the typed path
+            continue
+        computed = text_fields_hash(row[TEXT_FIELDS:], row[2], key)
+        assert computed == (row[1] if text_path else None), reason
+    report = audit_log_verify(page_size=3, chunk_size=2)
+    assert report.intact and report.count == len(TEXT_CASES)
+
+    # A field changed behind the chain's back is noticed on the text path too.
+    raw("UPDATE rotation_auditevent SET source_ip = '10.0.0.2' WHERE id = %s", [rows[1][0]])
+    raw("UPDATE rotation_auditevent SET details = '{\"a\": 2}' WHERE id = %s", [rows[2][0]])
+    report = audit_log_verify(page_size=3, chunk_size=2)
+    assert (report.bad_event_id, report.problem) == (rows[1][0], "modified")
