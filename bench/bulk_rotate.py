@@ -23,6 +23,7 @@ Nothing here is a test: it prints figures and ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -192,11 +193,14 @@ def start_qcluster(database_url: str, vercel_url: str, workers: int, log: Path):
 
 
 def stop_qcluster(process) -> None:
-    # The cluster and its workers form the process group started above.
-    os.killpg(process.pid, signal.SIGTERM)
+    # SIGTERM to the cluster process alone stops its workers in order (see README,
+    # Production); then nothing of the process group started above is left.
+    process.terminate()
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
+        process.kill()
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
 
