@@ -281,7 +281,8 @@ def pipeline_run(client, installation, count: int) -> tuple[float, object]:
 
 
 def push_spread(batch) -> str:
-    """Where the time went: first and last push, counted from the batch's creation."""
+    """Where the time went: the first and last push recorded (`pushed_at`, stamped when a
+    group of accepted PUTs is recorded, so after the group's PUTs), from the batch's creation."""
     from django.db.models import Max, Min
 
     spread = batch.rotations.aggregate(first=Min("pushed_at"), last=Max("pushed_at"))
@@ -289,7 +290,9 @@ def push_spread(batch) -> str:
         return "no push recorded"
     first = (spread["first"] - batch.created_at).total_seconds()
     last = (spread["last"] - batch.created_at).total_seconds()
-    return f"first push {first:.2f} s after the batch was recorded, last push {last:.2f} s"
+    return (
+        f"first push recorded {first:.2f} s after the batch was, the last {last:.2f} s after it"
+    )
 
 
 def main() -> None:
