@@ -290,9 +290,7 @@ def push_spread(batch) -> str:
         return "no push recorded"
     first = (spread["first"] - batch.created_at).total_seconds()
     last = (spread["last"] - batch.created_at).total_seconds()
-    return (
-        f"first push recorded {first:.2f} s after the batch was, the last {last:.2f} s after it"
-    )
+    return f"first push recorded {first:.2f} s after the batch was, the last {last:.2f} s after it"
 
 
 def main() -> None:
