@@ -35,13 +35,17 @@ PREV_HASH = COLUMNS.index("prev_hash")
 
 def _as_text(name: str) -> str:
     """PostgreSQL's expression for a hashed field in `text_fields_hash`'s form."""
-    if name == "created_at":  # NULL, so the typed path, for years strftime does not pad
+    # A NULL sends the event to the typed path.
+    if name == "created_at":  # NULL for years strftime does not pad
         return (
             "CASE WHEN created_at >= '1000-01-01' THEN to_char(created_at AT TIME ZONE 'UTC', "
             """'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END"""
         )
-    if name == "source_ip":
-        return "coalesce(host(source_ip), '')"
+    if name == "source_ip":  # NULL for an address with a netmask, which Python reads apart
+        return (
+            "CASE WHEN source_ip IS NULL THEN '' WHEN masklen(source_ip) = "
+            "CASE family(source_ip) WHEN 4 THEN 32 ELSE 128 END THEN host(source_ip) END"
+        )
     if name == "details":
         return "details::text"
     if name in INT_FIELDS:
@@ -51,7 +55,6 @@ def _as_text(name: str) -> str:
 
 TEXT_FIELDS = 3  # where the hashed fields begin in a TEXT_COLUMNS row
 TEXT_COLUMNS = ("id", "hash", "hash_scheme", *(_as_text(name) for name in SORTED_FIELDS))
-TEXT_TIME = TEXT_FIELDS + SORTED_FIELDS.index("created_at")
 TEXT_ACTION = TEXT_FIELDS + SORTED_FIELDS.index("action")
 TEXT_PREV_HASH = TEXT_FIELDS + SORTED_FIELDS.index("prev_hash")
 KEYED = int(AuditEvent.HashScheme.HMAC_SHA256)
@@ -154,8 +157,9 @@ def _checked_rows(
                     continue
                 scheme = row[2]
                 computed = None
-                if scheme in SCHEMES and row[TEXT_TIME] is not None:
-                    computed = text_fields_hash(row[TEXT_FIELDS:], scheme, key)
+                fields = row[TEXT_FIELDS:]
+                if scheme in SCHEMES and None not in fields:
+                    computed = text_fields_hash(fields, scheme, key)
                 if computed is None:
                     computed = _typed_recomputed_hash(row[0], key)
                 yield row[0], row[1], scheme, row[TEXT_ACTION], row[TEXT_PREV_HASH], computed
