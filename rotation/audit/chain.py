@@ -182,8 +182,8 @@ def _json_ip(value: Any) -> str:
 
 
 def _json_details(value: Any) -> str:
-    if isinstance(value, str):  # a raw JSON column read without the model
-        value = json.loads(value)
+    # The value itself: a string is a JSON string, never JSON text to parse again (readers of
+    # the raw column parse it first), or the string "{}" would hash as the object {}.
     return _canonical_dumps(clean_details(value if value is not None else {}))
 
 

@@ -11,6 +11,7 @@ caller runs the exact walk, which names the first bad event.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from rotation.models import AuditAction, AuditEvent
 COLUMNS = ("id", "hash", "hash_scheme", *HASHED_FIELDS)
 ACTION = COLUMNS.index("action")
 PREV_HASH = COLUMNS.index("prev_hash")
+DETAILS = COLUMNS.index("details")
 
 
 def _as_text(name: str) -> str:
@@ -176,13 +178,17 @@ def _typed_recomputed_hash(event_id: int, key: bytes) -> str:
 
 
 def recomputed_hash(row: tuple, key: bytes) -> str:
-    """The hash of a COLUMNS row recomputed, or "" when it cannot be (an unknown scheme, or
-    details that could never have been written, such as a plain secret)."""
+    """The hash of a COLUMNS row as SQL returns it (details as JSON text) recomputed, or ""
+    when it cannot be (an unknown scheme, details that are not JSON, or that could never have
+    been written, such as a plain secret)."""
     if row[2] not in SCHEMES:
         return ""
+    fields = list(row[3:])
+    details = fields[DETAILS - 3]
     try:
-        return fields_hash(row[3:], row[2], key)
-    except ValueError:
+        fields[DETAILS - 3] = None if details is None else json.loads(details)
+        return fields_hash(fields, row[2], key)
+    except (TypeError, ValueError):
         return ""
 
 

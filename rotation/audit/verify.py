@@ -12,12 +12,16 @@ import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from django.db.models import TextField
+from django.db.models.functions import Cast
+
 from rotation.audit.chain import GENESIS_HASH, audit_chain_key
 from rotation.audit.checkpoints import Checkpoint, checkpoints_sorted
 from rotation.audit.pages import ACTION, COLUMNS, fast_verify, recomputed_hash
 from rotation.models import AuditAction, AuditEvent
 
 KEYED = AuditEvent.HashScheme.HMAC_SHA256
+RAW_COLUMNS = tuple("details_json" if name == "details" else name for name in COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -46,8 +50,9 @@ def _rows(chunk_size: int, page_size: int) -> Iterator[dict]:
     while True:
         page = (
             AuditEvent.objects.filter(id__gt=last_id)
+            .annotate(details_json=Cast("details", TextField()))  # as stored, not yet parsed
             .order_by("id")
-            .values_list(*COLUMNS)[:page_size]
+            .values_list(*RAW_COLUMNS)[:page_size]
             .iterator(chunk_size=chunk_size)
         )
         seen = 0

@@ -208,3 +208,18 @@ def test_postgresqls_text_rendering_hashes_to_the_typed_hash_or_steps_aside():
     raw("UPDATE rotation_auditevent SET details = '{\"a\": 2}' WHERE id = %s", [rows[2][0]])
     report = audit_log_verify(page_size=3, chunk_size=2)
     assert (report.bad_event_id, report.problem) == (rows[1][0], "modified")
+
+
+def test_details_replaced_by_a_json_string_of_themselves_is_a_modification(db):
+    """Details {"index": 3, ...} and the JSON string "{\"index\": 3, ...}" are different
+    values: a string holding the same JSON text must not hash as the object it spells."""
+    from django.db import connection
+
+    events = record(5)
+    as_string = (
+        "to_jsonb(details::text)" if connection.vendor == "postgresql" else "json_quote(details)"
+    )
+    raw(f"UPDATE rotation_auditevent SET details = {as_string} WHERE id = %s", [events[2][0]])  # noqa: S608
+    assert isinstance(AuditEvent.objects.get(pk=events[2][0]).details, str)
+    for report in (audit_log_verify(), pages(), audit_log_verify(page_size=100, processes=1)):
+        assert (report.bad_event_id, report.problem) == (events[2][0], "modified")
