@@ -43,7 +43,7 @@ def _as_text(name: str) -> str:
             "CASE WHEN created_at >= '1000-01-01' THEN to_char(created_at AT TIME ZONE 'UTC', "
             """'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END"""
         )
-    if name == "source_ip":  # NULL for an address with a netmask, which Python reads apart
+    if name == "source_ip":  # NULL for one with a netmask: the typed path reads no address
         return (
             "CASE WHEN source_ip IS NULL THEN '' WHEN masklen(source_ip) = "
             "CASE family(source_ip) WHEN 4 THEN 32 ELSE 128 END THEN host(source_ip) END"
