@@ -262,10 +262,7 @@ def text_fields_hash(texts: Sequence[str], scheme: int, key: bytes) -> str | Non
     address = texts[_TEXT_IP]
     encoded[_TEXT_IP] = _json_ip(address) if address else "null"
     encoded[_TEXT_DETAILS] = _canonical_dumps(_DETAILS_DECODER.decode(details))
-    data = (_CANONICAL_TEMPLATE % (*encoded, scheme)).encode("ascii")
-    if scheme == HashScheme.SHA256:
-        return hashlib.sha256(data).hexdigest()
-    return hmac.digest(key, data, "sha256").hex()
+    return _digest((_CANONICAL_TEMPLATE % (*encoded, scheme)).encode("ascii"), scheme, key)
 
 
 def audit_chain_key() -> bytes:
@@ -294,7 +291,11 @@ def canonical_hash(values: Mapping[str, Any], *, key: bytes | None = None) -> st
 def fields_hash(fields: Sequence[Any], scheme: int, key: bytes) -> str:
     """The hash (hex) of one event given as a HASHED_FIELDS row and a valid `HashScheme` value;
     `key` is used for keyed events only."""
-    data = canonical_fields(fields, version=scheme)
+    return _digest(canonical_fields(fields, version=scheme), scheme, key)
+
+
+def _digest(data: bytes, scheme: int, key: bytes) -> str:
+    """The hex hash of canonical bytes under the scheme: SHA-256, or HMAC-SHA256 under `key`."""
     if scheme == HashScheme.SHA256:
         return hashlib.sha256(data).hexdigest()
     return hmac.digest(key, data, "sha256").hex()

@@ -32,7 +32,7 @@ from rotation.models import AuditAction, AuditEvent
 COLUMNS = ("id", "hash", "hash_scheme", *HASHED_FIELDS)
 ACTION = COLUMNS.index("action")
 PREV_HASH = COLUMNS.index("prev_hash")
-DETAILS = COLUMNS.index("details")
+DETAILS_FIELD = HASHED_FIELDS.index("details")
 
 
 def _as_text(name: str) -> str:
@@ -157,13 +157,12 @@ def _checked_rows(
                         recomputed_hash(row, key),
                     )
                     continue
-                scheme = row[2]
-                computed = None
-                fields = row[TEXT_FIELDS:]
-                if scheme in SCHEMES and None not in fields:
-                    computed = text_fields_hash(fields, scheme, key)
-                if computed is None:
-                    computed = _typed_recomputed_hash(row[0], key)
+                scheme, fields = row[2], row[TEXT_FIELDS:]
+                computed = ""  # an unknown scheme never recomputes
+                if scheme in SCHEMES:
+                    if None not in fields:
+                        computed = text_fields_hash(fields, scheme, key) or ""
+                    computed = computed or _typed_recomputed_hash(row[0], key)
                 yield row[0], row[1], scheme, row[TEXT_ACTION], row[TEXT_PREV_HASH], computed
 
 
@@ -184,9 +183,9 @@ def recomputed_hash(row: tuple, key: bytes) -> str:
     if row[2] not in SCHEMES:
         return ""
     fields = list(row[3:])
-    details = fields[DETAILS - 3]
+    details = fields[DETAILS_FIELD]
     try:
-        fields[DETAILS - 3] = None if details is None else json.loads(details)
+        fields[DETAILS_FIELD] = None if details is None else json.loads(details)
         return fields_hash(fields, row[2], key)
     except (TypeError, ValueError):
         return ""
