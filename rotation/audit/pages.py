@@ -160,9 +160,10 @@ def _checked_rows(
                 scheme, fields = row[2], row[TEXT_FIELDS:]
                 computed = ""  # an unknown scheme never recomputes
                 if scheme in SCHEMES:
-                    if None not in fields:
-                        computed = text_fields_hash(fields, scheme, key) or ""
-                    computed = computed or _typed_recomputed_hash(row[0], key)
+                    text_hash = (
+                        text_fields_hash(fields, scheme, key) if None not in fields else None
+                    )
+                    computed = text_hash or _typed_recomputed_hash(row[0], key)
                 yield row[0], row[1], scheme, row[TEXT_ACTION], row[TEXT_PREV_HASH], computed
 
 
