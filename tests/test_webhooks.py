@@ -605,3 +605,65 @@ def test_it_completes_a_rotation_once_when_its_last_deployments_arrive_at_once(i
     assert AuditEvent.objects.filter(action=AuditAction.PROJECT_REDEPLOYED).count() == 2
     assert AuditEvent.objects.filter(action=AuditAction.REDEPLOY_DONE).count() == 1
     assert WebhookEvent.objects.count() == 2
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("second", ["prj_b", "prj_a"])
+def test_it_holds_a_second_deployment_until_the_first_commits(installation, monkeypatch, second):
+    import threading
+
+    from django.db import connections
+
+    resource = installation.resources.get()
+    connect(resource, "prj_a", "prj_b", at=PUSH - timedelta(days=1))
+    with time_machine.travel(PUSH, tick=False):
+        rotation = make_pushed_rotation(resource)
+    # The first delivery pauses once it has counted prj_a, before it commits.
+    counted, resume = threading.Event(), threading.Event()
+    audit_record = events.audit_record
+
+    def pausing_audit_record(**fields):
+        if threading.current_thread().name == "first":
+            counted.set()
+            resume.wait(timeout=10)
+        return audit_record(**fields)
+
+    monkeypatch.setattr(events, "audit_record", pausing_audit_record)
+    results, errors = {}, []
+
+    def deliver(name, project):
+        try:
+            body = deployment_event(resource, project, PUSH + timedelta(minutes=5), f"evt_{name}")
+            results[name] = webhook_event_handle(event=body).result
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = {
+        name: threading.Thread(target=deliver, args=(name, project), name=name)
+        for name, project in (("first", "prj_a"), ("second", second))
+    }
+    threads["first"].start()
+    assert counted.wait(timeout=10)
+    threads["second"].start()
+    threads["second"].join(timeout=1)
+    held = threads["second"].is_alive()  # on the rotation's lock, which the first one holds
+    resume.set()
+    for thread in threads.values():
+        thread.join()
+
+    assert errors == []
+    assert held
+    assert AuditEvent.objects.filter(action=AuditAction.PROJECT_REDEPLOYED).count() == 2 - (
+        second == "prj_a"
+    )
+    rotation.refresh_from_db()
+    if second == "prj_b":  # it saw prj_a counted, and finished the rotation
+        assert "all projects redeployed" in results["second"]
+        assert rotation.redeployed_at is not None
+        assert AuditEvent.objects.filter(action=AuditAction.REDEPLOY_DONE).count() == 1
+    else:  # prj_a's second deployment counts for nothing
+        assert "not waited for" in results["second"]
+        assert rotation.redeployed_at is None
