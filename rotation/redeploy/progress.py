@@ -88,7 +88,7 @@ def rotation_mark_project_redeployed(
         return [f"target {target or 'none'} does not count"]
     # No savepoint when nested (a webhook delivery): a failure rolls the caller back anyway.
     with transaction.atomic(savepoint=False):
-        return _project_redeployed(
+        counted = _count_deployment(
             resource=resource,
             project_id=project_id,
             deployed_at=deployed_at,
@@ -96,52 +96,36 @@ def rotation_mark_project_redeployed(
             target=target,
             event_id=event_id,
         )
-
-
-def _project_redeployed(
-    *,
-    resource: Resource,
-    project_id: str,
-    deployed_at: datetime,
-    deployment_id: str,
-    target: str,
-    event_id: str,
-) -> list[str]:
-    counted = _count_deployment(
-        resource=resource,
-        project_id=project_id,
-        deployed_at=deployed_at,
-        deployment_id=deployment_id,
-        target=target,
-        event_id=event_id,
-    )
-    if not counted:
-        return _not_counted(
-            resource, project_id=project_id, deployed_at=deployed_at, deployment_id=deployment_id
+        if not counted:
+            return _not_counted(
+                resource,
+                project_id=project_id,
+                deployed_at=deployed_at,
+                deployment_id=deployment_id,
+            )
+        # One open rotation per resource, and its lock held: this is the rotation counted. A
+        # statement of its own, after the lock, so it sees every check counted before it.
+        rotation, projects, remaining = _counted_rotation(resource)
+        rotation.resource = resource  # loaded with its installation: the audit names both
+        audit_record(
+            action=AuditAction.PROJECT_REDEPLOYED,
+            actor_type=AuditEvent.ActorType.VERCEL,
+            resource=resource,
+            rotation=rotation,
+            details={
+                "project": project_id,
+                "deployment": deployment_id,
+                "target": target,
+                "event": event_id,
+            },
         )
-    # One open rotation per resource, and its lock held: this is the rotation counted. A
-    # statement of its own, after the lock, so it sees every check counted before it.
-    rotation, projects, remaining = _counted_rotation(resource)
-    rotation.resource = resource  # loaded with its installation: the audit names both
-    audit_record(
-        action=AuditAction.PROJECT_REDEPLOYED,
-        actor_type=AuditEvent.ActorType.VERCEL,
-        resource=resource,
-        rotation=rotation,
-        details={
-            "project": project_id,
-            "deployment": deployment_id,
-            "target": target,
-            "event": event_id,
-        },
-    )
-    done = not remaining and _redeploy_done(
-        rotation, projects=projects, actor_type=AuditEvent.ActorType.VERCEL
-    )
-    return [
-        f"rotation {rotation.pk}: project {project_id} redeployed"
-        + ("; all projects redeployed" if done else "")
-    ]
+        done = not remaining and _redeploy_done(
+            rotation, projects=projects, actor_type=AuditEvent.ActorType.VERCEL
+        )
+        return [
+            f"rotation {rotation.pk}: project {project_id} redeployed"
+            + ("; all projects redeployed" if done else "")
+        ]
 
 
 # The two statements every counted deployment runs are written out: the ORM took longer to
