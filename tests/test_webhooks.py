@@ -146,6 +146,32 @@ def test_it_answers_400_to_a_signed_body_nested_too_deeply(client, db, body):
     assert not WebhookEvent.objects.exists()
 
 
+@pytest.mark.parametrize("char", ["\x00", "\ud800", "\udfff"], ids=["nul", "high", "low"])
+@pytest.mark.parametrize("where", ["event id", "resource id", "project id", "a key", "a value"])
+def test_it_answers_400_to_a_character_no_column_takes(client, resource, rotation, where, char):
+    body = deployment_event(resource, "prj_a", PUSH + timedelta(hours=1), "evt_nul")
+    payload = body["payload"]
+    if where == "event id":
+        body["id"] = f"evt{char}"
+    elif where == "resource id":
+        payload["integrations"][0]["resources"][0]["externalResourceId"] = f"res{char}"
+    elif where == "project id":
+        payload["project"]["id"] = f"prj_a{char}"
+    elif where == "a key":
+        payload[f"meta{char}"] = 1
+    else:
+        payload["meta"] = ["text", {"deep": char}]
+
+    response = post(client, body)
+
+    assert (response.status_code, response.json()) == (
+        400,
+        {"outcome": "NUL or lone surrogate in a string"},
+    )
+    assert not WebhookEvent.objects.exists()
+    assert statuses(rotation) == {"prj_a": "waiting", "prj_b": "waiting"}
+
+
 def fail_in_service(monkeypatch):
     def explode(**kwargs):
         raise RuntimeError("the service broke")
