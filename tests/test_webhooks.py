@@ -172,6 +172,20 @@ def test_it_answers_400_to_a_character_no_column_takes(client, resource, rotatio
     assert statuses(rotation) == {"prj_a": "waiting", "prj_b": "waiting"}
 
 
+def test_it_answers_400_to_an_event_naming_too_many_resources(client, resource, rotation):
+    body = deployment_event(resource, "prj_a", PUSH + timedelta(hours=1), "evt_many")
+    named = body["payload"]["integrations"][0]["resources"]
+    named += [{"externalResourceId": f"res_{index}"} for index in range(20_000)]
+
+    response = post(client, body)
+
+    assert (response.status_code, response.json()) == (
+        400,
+        {"outcome": "the event names more than 100 resources"},
+    )
+    assert statuses(rotation) == {"prj_a": "waiting", "prj_b": "waiting"}
+
+
 def fail_in_service(monkeypatch):
     def explode(**kwargs):
         raise RuntimeError("the service broke")

@@ -69,6 +69,11 @@ def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+# A deployment names the resources of the integrations its project uses: a handful. Far more
+# is no event of Vercel's, and would not fit in one query's parameters.
+MAX_RESOURCES_PER_EVENT = 100
+
+
 def _resource_pairs(payload: dict) -> list[tuple[str, str]]:
     """(installation id or "", resource id) named by integrations[].resources[] or
     payload.resource.id."""
@@ -95,6 +100,9 @@ def _resource_pairs(payload: dict) -> list[tuple[str, str]]:
             )
         )
         pairs.append((installation_id, resource_id))
+    pairs = list(dict.fromkeys(pairs))
+    if len(pairs) > MAX_RESOURCES_PER_EVENT:
+        raise WebhookInvalid(f"the event names more than {MAX_RESOURCES_PER_EVENT} resources")
     return pairs
 
 
