@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
@@ -22,6 +23,10 @@ logger = logging.getLogger(__name__)
 SIGNATURE_HEADER = "x-vercel-signature"
 # Vercel's payloads nest a few levels; anything far deeper is hostile, refused before use.
 MAX_JSON_DEPTH = 32
+# Characters no database column takes (NUL; a lone surrogate is not even UTF-8): refused
+# up front, so storing the delivery cannot fail.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE_REFUSED = "NUL or lone surrogate in a string"
 
 
 class MalformedBody(ValueError):
@@ -63,9 +68,13 @@ def parse_body(body: bytes) -> object:
         if depth > MAX_JSON_DEPTH:
             raise MalformedBody("JSON nested too deeply")
         if isinstance(value, dict):
+            if any(UNSTORABLE.search(key) for key in value):
+                raise MalformedBody(UNSTORABLE_REFUSED)
             pending.extend((child, depth + 1) for child in value.values())
         elif isinstance(value, list):
             pending.extend((child, depth + 1) for child in value)
+        elif isinstance(value, str) and UNSTORABLE.search(value):
+            raise MalformedBody(UNSTORABLE_REFUSED)
     return document
 
 

@@ -146,6 +146,46 @@ def test_it_answers_400_to_a_signed_body_nested_too_deeply(client, db, body):
     assert not WebhookEvent.objects.exists()
 
 
+@pytest.mark.parametrize("char", ["\x00", "\ud800", "\udfff"], ids=["nul", "high", "low"])
+@pytest.mark.parametrize("where", ["event id", "resource id", "project id", "a key", "a value"])
+def test_it_answers_400_to_a_character_no_column_takes(client, resource, rotation, where, char):
+    body = deployment_event(resource, "prj_a", PUSH + timedelta(hours=1), "evt_nul")
+    payload = body["payload"]
+    if where == "event id":
+        body["id"] = f"evt{char}"
+    elif where == "resource id":
+        payload["integrations"][0]["resources"][0]["externalResourceId"] = f"res{char}"
+    elif where == "project id":
+        payload["project"]["id"] = f"prj_a{char}"
+    elif where == "a key":
+        payload[f"meta{char}"] = 1
+    else:
+        payload["meta"] = ["text", {"deep": char}]
+
+    response = post(client, body)
+
+    assert (response.status_code, response.json()) == (
+        400,
+        {"outcome": "NUL or lone surrogate in a string"},
+    )
+    assert not WebhookEvent.objects.exists()
+    assert statuses(rotation) == {"prj_a": "waiting", "prj_b": "waiting"}
+
+
+def test_it_answers_400_to_an_event_naming_too_many_resources(client, resource, rotation):
+    body = deployment_event(resource, "prj_a", PUSH + timedelta(hours=1), "evt_many")
+    named = body["payload"]["integrations"][0]["resources"]
+    named += [{"externalResourceId": f"res_{index}"} for index in range(20_000)]
+
+    response = post(client, body)
+
+    assert (response.status_code, response.json()) == (
+        400,
+        {"outcome": "the event names more than 100 resources"},
+    )
+    assert statuses(rotation) == {"prj_a": "waiting", "prj_b": "waiting"}
+
+
 def fail_in_service(monkeypatch):
     def explode(**kwargs):
         raise RuntimeError("the service broke")
@@ -605,3 +645,65 @@ def test_it_completes_a_rotation_once_when_its_last_deployments_arrive_at_once(i
     assert AuditEvent.objects.filter(action=AuditAction.PROJECT_REDEPLOYED).count() == 2
     assert AuditEvent.objects.filter(action=AuditAction.REDEPLOY_DONE).count() == 1
     assert WebhookEvent.objects.count() == 2
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("second", ["prj_b", "prj_a"])
+def test_it_holds_a_second_deployment_until_the_first_commits(installation, monkeypatch, second):
+    import threading
+
+    from django.db import connections
+
+    resource = installation.resources.get()
+    connect(resource, "prj_a", "prj_b", at=PUSH - timedelta(days=1))
+    with time_machine.travel(PUSH, tick=False):
+        rotation = make_pushed_rotation(resource)
+    # The first delivery pauses once it has counted prj_a, before it commits.
+    counted, resume = threading.Event(), threading.Event()
+    audit_record = events.audit_record
+
+    def pausing_audit_record(**fields):
+        if threading.current_thread().name == "first":
+            counted.set()
+            resume.wait(timeout=10)
+        return audit_record(**fields)
+
+    monkeypatch.setattr(events, "audit_record", pausing_audit_record)
+    results, errors = {}, []
+
+    def deliver(name, project):
+        try:
+            body = deployment_event(resource, project, PUSH + timedelta(minutes=5), f"evt_{name}")
+            results[name] = webhook_event_handle(event=body).result
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = {
+        name: threading.Thread(target=deliver, args=(name, project), name=name)
+        for name, project in (("first", "prj_a"), ("second", second))
+    }
+    threads["first"].start()
+    assert counted.wait(timeout=10)
+    threads["second"].start()
+    threads["second"].join(timeout=1)
+    held = threads["second"].is_alive()  # on the rotation's lock, which the first one holds
+    resume.set()
+    for thread in threads.values():
+        thread.join()
+
+    assert errors == []
+    assert held
+    assert AuditEvent.objects.filter(action=AuditAction.PROJECT_REDEPLOYED).count() == 2 - (
+        second == "prj_a"
+    )
+    rotation.refresh_from_db()
+    if second == "prj_b":  # it saw prj_a counted, and finished the rotation
+        assert "all projects redeployed" in results["second"]
+        assert rotation.redeployed_at is not None
+        assert AuditEvent.objects.filter(action=AuditAction.REDEPLOY_DONE).count() == 1
+    else:  # prj_a's second deployment counts for nothing
+        assert "not waited for" in results["second"]
+        assert rotation.redeployed_at is None

@@ -47,9 +47,40 @@ _batch: contextvars.ContextVar[list[AuditEvent] | None] = contextvars.ContextVar
 def _lock_chain() -> None:
     # Held until the outer transaction commits or rolls back, so the next writer reads a
     # committed head. SQLite needs nothing: a write transaction excludes all other writers.
+    # A statement of its own: one that also read the head would read it in a snapshot taken
+    # before the lock was granted, and so miss the head a writer committed meanwhile.
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_ID])
+
+
+# Explicit ids drawn under the chain lock keep id order equal to chain order; SQLite's single
+# writer assigns rowids in insert order.
+_IDS = "SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, %s)"
+_HEAD = "SELECT id, hash, hash_scheme FROM {table} ORDER BY id DESC LIMIT 1"
+
+
+def _reserve_ids(count: int) -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(_IDS.format(table=AuditEvent._meta.db_table), [count])
+        return sorted(row[0] for row in cursor.fetchall())
+
+
+def _head_and_ids(count: int) -> tuple[tuple[int, str, int] | None, list[int] | None]:
+    """Under the chain lock: (id, hash, scheme) of the chain's head, or None while it is empty,
+    and on PostgreSQL `count` ids, drawn in the same statement."""
+    table = AuditEvent._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor != "postgresql":
+            cursor.execute(_HEAD.format(table=table))
+            return cursor.fetchone(), None
+        cursor.execute(
+            f"SELECT head.id, head.hash, head.hash_scheme, ARRAY({_IDS.format(table=table)})"  # noqa: S608
+            f" FROM (SELECT 1) AS one LEFT JOIN ({_HEAD.format(table=table)}) AS head ON true",
+            [count],
+        )
+        head_id, head_hash, scheme, ids = cursor.fetchone()
+    return (None if head_id is None else (head_id, head_hash, scheme)), sorted(ids)
 
 
 def _ref(value: Any, attribute: str) -> Any:
@@ -120,19 +151,6 @@ def _build_event(
     )
 
 
-def _reserve_ids(count: int) -> list[int] | None:
-    # Explicit ids drawn under the chain lock keep id order equal to chain order.
-    if connection.vendor != "postgresql":
-        return None  # SQLite's single writer assigns rowids in insert order
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence('rotation_auditevent', 'id')) "
-            "FROM generate_series(1, %s)",
-            [count],
-        )
-        return sorted(row[0] for row in cursor.fetchall())
-
-
 def _keying_marker(unkeyed_head_id: int) -> AuditEvent:
     """The event that starts the keyed segment after an unkeyed chain's head."""
     return _build_event(
@@ -151,22 +169,23 @@ def _append(events: list[AuditEvent]) -> list[AuditEvent]:
     # No savepoint inside the caller's transaction: a failed append must roll it all back.
     with transaction.atomic(savepoint=False):
         _lock_chain()
-        head = AuditEvent.objects.order_by("-id").values("id", "hash", "hash_scheme").first()
+        head, ids = _head_and_ids(len(events))
         chained = list(events)
-        if head and head["hash_scheme"] != AuditEvent.HashScheme.HMAC_SHA256:
-            chained.insert(0, _keying_marker(head["id"]))
-        previous = head["hash"] if head else GENESIS_HASH
+        if head and head[2] != AuditEvent.HashScheme.HMAC_SHA256:
+            chained.insert(0, _keying_marker(head[0]))
+            if ids is not None:  # once in a chain's life: the marker needs the first id
+                ids = _reserve_ids(len(chained))
+        previous = head[1] if head else GENESIS_HASH
         for event in chained:
             event.hash_scheme = AuditEvent.HashScheme.HMAC_SHA256
             event.prev_hash = previous
             event.hash = previous = event_hash(event, key=key)
-        if len(chained) == 1:
-            chained[0].save(force_insert=True)
-            return events
-        ids = _reserve_ids(len(chained))
         if ids is not None:
             for event, pk in zip(chained, ids, strict=True):
                 event.pk = pk
+        if len(chained) == 1:
+            chained[0].save(force_insert=True)
+            return events
         # The manager refuses bulk_create for everybody else; this is the one sanctioned path.
         models.QuerySet.bulk_create(AuditEvent.objects.all(), chained)
     return events

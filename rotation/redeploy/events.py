@@ -11,8 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from rotation.audit import AuditAction, Origin, audit_batch, audit_record
@@ -70,6 +69,11 @@ def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+# A deployment names the resources of the integrations its project uses: a handful. Far more
+# is no event of Vercel's, and would not fit in one query's parameters.
+MAX_RESOURCES_PER_EVENT = 100
+
+
 def _resource_pairs(payload: dict) -> list[tuple[str, str]]:
     """(installation id or "", resource id) named by integrations[].resources[] or
     payload.resource.id."""
@@ -96,19 +100,43 @@ def _resource_pairs(payload: dict) -> list[tuple[str, str]]:
             )
         )
         pairs.append((installation_id, resource_id))
+    pairs = list(dict.fromkeys(pairs))
+    if len(pairs) > MAX_RESOURCES_PER_EVENT:
+        raise WebhookInvalid(f"the event names more than {MAX_RESOURCES_PER_EVENT} resources")
     return pairs
 
 
-def _named(pairs: list[tuple[str, str]], prefix: str = "") -> Q:
-    """Resources (under `prefix`) matching any pair; by resource id alone when the pair names
-    no installation."""
-    named = Q()
+def _matches(pairs: list[tuple[str, str]], *, waiting_only: bool) -> list[tuple]:
+    """(resource pk, resource id, installation pk, installation id) of the resources matching
+    any pair, by resource id alone when the pair names no installation; with `waiting_only`,
+    those with a rotation waiting for redeploys. Written out: every delivery runs it, and the
+    ORM took longer to build this query than the database to answer it."""
+    resources, installations = Resource._meta.db_table, Installation._meta.db_table
+    params: list[str] = []
+    waiting = ""
+    if waiting_only:  # one open rotation per resource: the join repeats no resource
+        states = Rotation.WAITING_STATES
+        waiting = (
+            f" JOIN {Rotation._meta.db_table} o ON o.resource_id = r.id"
+            f" AND o.state IN ({', '.join(['%s'] * len(states))})"
+        )
+        params += states
+    named: list[str] = []
     for installation_id, resource_id in pairs:
-        match = Q(**{f"{prefix}vercel_id": resource_id})
         if installation_id:
-            match &= Q(**{f"{prefix}installation__vercel_id": installation_id})
-        named |= match
-    return named
+            named.append("(r.vercel_id = %s AND i.vercel_id = %s)")
+            params += (resource_id, installation_id)
+        else:
+            named.append("r.vercel_id = %s")
+            params.append(resource_id)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT r.id, r.vercel_id, i.id, i.vercel_id FROM {resources} r"  # noqa: S608 (model names, placeholders)
+            f" JOIN {installations} i ON i.id = r.installation_id{waiting}"
+            f" WHERE {' OR '.join(named)} ORDER BY r.id",
+            params,
+        )
+        return cursor.fetchall()
 
 
 def _event_resources(payload: dict, *, waiting_only: bool = False) -> list[Resource]:
@@ -118,22 +146,33 @@ def _event_resources(payload: dict, *, waiting_only: bool = False) -> list[Resou
     pairs = _resource_pairs(payload)
     if not pairs:
         return []
-    matches = Resource.objects.filter(_named(pairs)).select_related("installation")
-    if waiting_only:  # one open rotation per resource: the join repeats no resource
-        matches = matches.filter(rotations__state__in=Rotation.WAITING_STATES).only(
-            # What marking a redeploy and its audit read: a short query to build and run.
-            "vercel_id",
-            "installation__vercel_id",
-        )
-    found = list(matches.order_by("pk"))
+    found = _matches(pairs, waiting_only=waiting_only)
     explicit = {pair for pair in pairs if pair[0]}
-    bare = {r.vercel_id for r in found if (r.installation.vercel_id, r.vercel_id) not in explicit}
+    bare = {row[1] for row in found if (row[3], row[1]) not in explicit}
     if bare:
         counts = Counter(
             Resource.objects.filter(vercel_id__in=bare).values_list("vercel_id", flat=True)
         )
-        found = [r for r in found if r.vercel_id not in bare or counts[r.vercel_id] == 1]
-    return found
+        found = [row for row in found if row[1] not in bare or counts[row[1]] == 1]
+    if not waiting_only:
+        return list(
+            Resource.objects.select_related("installation")
+            .filter(pk__in=[row[0] for row in found])
+            .order_by("pk")
+        )
+    # What marking a redeploy and its audit read; any other field loads when first read.
+    resources = []
+    for resource_pk, resource_id, installation_pk, installation_id in found:
+        resource = Resource.from_db(
+            connection.alias,
+            ["id", "vercel_id", "installation_id"],
+            [resource_pk, resource_id, installation_pk],
+        )
+        resource.installation = Installation.from_db(
+            connection.alias, ["id", "vercel_id"], [installation_pk, installation_id]
+        )
+        resources.append(resource)
+    return resources
 
 
 @dataclass

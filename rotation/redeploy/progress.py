@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Value
 from django.utils import timezone
 
@@ -34,7 +34,7 @@ def expire_soon_if_no_delay(rotation: Rotation) -> None:
 
 def _started_before_the_push(deployment_id: str) -> Exists | Value:
     """Whether the deployment was created before the rotation's push (so built with the old
-    values): a recorded `deployment.created`, read in the query that locks the rotation."""
+    values): a recorded `deployment.created`."""
     if not deployment_id:
         return Value(False)
     return Exists(
@@ -50,7 +50,14 @@ def rotation_redeploy_done_if_complete(*, rotation: Rotation, actor_type: str) -
     """Once no project is waited for, record the redeploy as done (in the caller's
     transaction, which holds the rotation's lock)."""
     checks = list(rotation.redeploy_checks.values_list("status", flat=True))
-    if rotation.redeployed_at or not checks or RedeployCheck.Status.WAITING in checks:
+    if RedeployCheck.Status.WAITING in checks:
+        return False
+    return _redeploy_done(rotation, projects=len(checks), actor_type=actor_type)
+
+
+def _redeploy_done(rotation: Rotation, *, projects: int, actor_type: str) -> bool:
+    """Record the redeploy of a rotation with no project left to wait for, once."""
+    if rotation.redeployed_at or not projects:
         return False
     rotation.redeployed_at = timezone.now()
     rotation.save(update_fields=["redeployed_at"])
@@ -60,7 +67,7 @@ def rotation_redeploy_done_if_complete(*, rotation: Rotation, actor_type: str) -
         actor_type=actor_type,
         resource=rotation.resource,
         rotation=rotation,
-        details={"projects": len(checks)},
+        details={"projects": projects},
     )
     expire_soon_if_no_delay(rotation)
     return True
@@ -81,7 +88,7 @@ def rotation_mark_project_redeployed(
         return [f"target {target or 'none'} does not count"]
     # No savepoint when nested (a webhook delivery): a failure rolls the caller back anyway.
     with transaction.atomic(savepoint=False):
-        return _project_redeployed(
+        counted = _count_deployment(
             resource=resource,
             project_id=project_id,
             deployed_at=deployed_at,
@@ -89,44 +96,17 @@ def rotation_mark_project_redeployed(
             target=target,
             event_id=event_id,
         )
-
-
-def _project_redeployed(
-    *,
-    resource: Resource,
-    project_id: str,
-    deployed_at: datetime,
-    deployment_id: str,
-    target: str,
-    event_id: str,
-) -> list[str]:
-    outcomes: list[str] = []
-    rotations = (
-        Rotation.objects.select_for_update()
-        .filter(resource=resource, state__in=Rotation.WAITING_STATES)
-        .annotate(started_before=_started_before_the_push(deployment_id))
-    )
-    for rotation in rotations:
+        if not counted:
+            return _not_counted(
+                resource,
+                project_id=project_id,
+                deployed_at=deployed_at,
+                deployment_id=deployment_id,
+            )
+        # One open rotation per resource, and its lock held: this is the rotation counted. A
+        # statement of its own, after the lock, so it sees every check counted before it.
+        rotation, projects, remaining = _counted_rotation(resource)
         rotation.resource = resource  # loaded with its installation: the audit names both
-        if rotation.pushed_at is None or deployed_at <= rotation.pushed_at:
-            outcomes.append(f"rotation {rotation.pk}: deployment before the push")
-            continue
-        if rotation.started_before:
-            outcomes.append(f"rotation {rotation.pk}: deployment started before the push")
-            continue
-        updated = RedeployCheck.objects.filter(
-            rotation=rotation, project_id=project_id, status=RedeployCheck.Status.WAITING
-        ).update(
-            status=RedeployCheck.Status.REDEPLOYED,
-            deployment_id=deployment_id[:64],
-            deployment_target=(target or "")[:32],
-            deployed_at=deployed_at,
-            event_id=event_id[:128],
-            resolved_at=timezone.now(),
-        )
-        if not updated:
-            outcomes.append(f"rotation {rotation.pk}: project {project_id} not waited for")
-            continue
         audit_record(
             action=AuditAction.PROJECT_REDEPLOYED,
             actor_type=AuditEvent.ActorType.VERCEL,
@@ -139,13 +119,95 @@ def _project_redeployed(
                 "event": event_id,
             },
         )
-        done = rotation_redeploy_done_if_complete(
-            rotation=rotation, actor_type=AuditEvent.ActorType.VERCEL
+        done = not remaining and _redeploy_done(
+            rotation, projects=projects, actor_type=AuditEvent.ActorType.VERCEL
         )
-        outcomes.append(
+        return [
             f"rotation {rotation.pk}: project {project_id} redeployed"
             + ("; all projects redeployed" if done else "")
+        ]
+
+
+# The two statements every counted deployment runs are written out: the ORM took longer to
+# build them than the database to answer.
+
+
+def _count_deployment(
+    *,
+    resource: Resource,
+    project_id: str,
+    deployed_at: datetime,
+    deployment_id: str,
+    target: str,
+    event_id: str,
+) -> int:
+    """In one statement, lock the resource's waiting rotation and count the deployment for it
+    when it came after the push; returns the number of checks counted (0 or 1). The lock
+    orders the deliveries of the rotation's projects."""
+    checks, rotations = RedeployCheck._meta.db_table, Rotation._meta.db_table
+    adapt = connection.ops.adapt_datetimefield_value
+    states = Rotation.WAITING_STATES
+    waited = f"o.resource_id = %s AND o.state IN ({', '.join(['%s'] * len(states))})"
+    waited += " AND o.pushed_at < %s"
+    params: list[Any] = [resource.pk, *states, adapt(deployed_at)]
+    if deployment_id:  # and not built before the push: no `deployment.created` from before it
+        waited += (
+            f" AND NOT EXISTS (SELECT 1 FROM {WebhookEvent._meta.db_table} e"  # noqa: S608
+            " WHERE e.deployment_id = %s AND e.type = %s AND e.occurred_at <= o.pushed_at)"
         )
+        params += [deployment_id, "deployment.created"]
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    sql = (
+        f"UPDATE {checks} SET status = %s, deployment_id = %s, deployment_target = %s,"  # noqa: S608 (model names)
+        " deployed_at = %s, event_id = %s, resolved_at = %s"
+        " WHERE project_id = %s AND status = %s"
+        f" AND rotation_id IN (SELECT o.id FROM {rotations} o WHERE {waited}{lock})"
+    )
+    values = [
+        RedeployCheck.Status.REDEPLOYED,
+        deployment_id[:64],
+        (target or "")[:32],
+        adapt(deployed_at),
+        event_id[:128],
+        adapt(timezone.now()),
+        project_id,
+        RedeployCheck.Status.WAITING,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values + params)
+        return cursor.rowcount
+
+
+def _counted_rotation(resource: Resource) -> tuple[Rotation, int, int]:
+    """The resource's waiting rotation (with what marking its redeploy reads), the number of
+    its projects and of those still waited for."""
+    checks, rotations = RedeployCheck._meta.db_table, Rotation._meta.db_table
+    states = Rotation.WAITING_STATES
+    columns = "o.id, o.batch_id, o.redeployed_at, o.keep_old_until"
+    sql = (
+        f"SELECT {columns}, COUNT(c.id) AS projects,"  # noqa: S608 (model names)
+        " COUNT(CASE WHEN c.status = %s THEN 1 END) AS remaining"
+        f" FROM {rotations} o JOIN {checks} c ON c.rotation_id = o.id"
+        f" WHERE o.resource_id = %s AND o.state IN ({', '.join(['%s'] * len(states))})"
+        f" GROUP BY {columns}"
+    )
+    (rotation,) = Rotation.objects.raw(sql, [RedeployCheck.Status.WAITING, resource.pk, *states])
+    return rotation, int(rotation.projects), int(rotation.remaining)  # type: ignore[attr-defined]
+
+
+def _not_counted(
+    resource: Resource, *, project_id: str, deployed_at: datetime, deployment_id: str
+) -> list[str]:
+    """Why a deployment counted for none of the resource's waiting rotations."""
+    outcomes = []
+    waiting = Rotation.objects.filter(resource=resource, state__in=Rotation.WAITING_STATES)
+    for rotation in waiting.annotate(started_before=_started_before_the_push(deployment_id)):
+        if rotation.pushed_at is None or deployed_at <= rotation.pushed_at:
+            outcomes.append(f"rotation {rotation.pk}: deployment before the push")
+        elif rotation.started_before:
+            outcomes.append(f"rotation {rotation.pk}: deployment started before the push")
+        else:
+            outcomes.append(f"rotation {rotation.pk}: project {project_id} not waited for")
     return outcomes or ["no rotation waiting for a redeploy"]
 
 
