@@ -11,6 +11,7 @@ caller runs the exact walk, which names the first bad event.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import multiprocessing
@@ -161,6 +162,18 @@ def page_summary(
     bounds: tuple[int, int | None], checkpoint_ids: frozenset[int], anchor: str, chunk_size: int
 ) -> PageSummary:
     """Summarise the events with `after < id <= upto` (to the end when `upto` is None)."""
+    collecting = gc.isenabled()
+    gc.disable()  # each fetch makes thousands of tuples but no cycles: collections only cost
+    try:
+        return _summary(bounds, checkpoint_ids, anchor, chunk_size)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _summary(
+    bounds: tuple[int, int | None], checkpoint_ids: frozenset[int], anchor: str, chunk_size: int
+) -> PageSummary:
     summary = PageSummary()
     keyed_seen = False
     for ids, hashes, schemes, actions, prevs, computed in _checked_chunks(bounds, chunk_size):
