@@ -251,19 +251,9 @@ def _spliced_hashes(rows: Sequence[tuple], key: bytes) -> tuple[str, ...]:
     ]
     if all(fast):
         return tuple(spliced_hashes(before, cast("list[str]", canonical), after, schemes, key))
-    take = list(itertools.compress(range(len(rows)), fast))
+    taken = list(itertools.compress(rows, fast))  # hashed here, by the branch above
     computed = dict(
-        zip(
-            (rows[index][0] for index in take),
-            spliced_hashes(
-                [before[index] for index in take],
-                [cast(str, canonical[index]) for index in take],
-                [after[index] for index in take],
-                [schemes[index] for index in take],
-                key,
-            ),
-            strict=True,
-        )
+        zip([row[0] for row in taken], _spliced_hashes(taken, key) if taken else (), strict=True)
     )
     others = [row[0] for row in rows if row[0] not in computed and row[2] in SCHEMES]
     computed.update(_text_hashes(others, key))
