@@ -244,18 +244,29 @@ _DETAILS_DECODER = json.JSONDecoder(
 # The C scanner and encoder behind the decoder's decode() and _CANONICAL_ENCODER.encode(),
 # called directly: the same bytes, without ~2 µs of Python set-up per event.
 _scan_details = _DETAILS_DECODER.scan_once  # type: ignore[attr-defined]  # (not in typeshed)
-_c_make_encoder = json.encoder.c_make_encoder  # type: ignore[attr-defined]  # None without C
-_c_canonical = _c_make_encoder and _c_make_encoder(
-    None,  # no cycle check: decoded JSON has no cycles
-    _CANONICAL_ENCODER.default,
-    _encode_json_string,
-    None,
-    _CANONICAL_ENCODER.key_separator,
-    _CANONICAL_ENCODER.item_separator,
-    True,  # sort_keys
-    False,  # skipkeys
-    False,  # allow_nan
-)
+
+
+def _c_canonical_encoder() -> Callable[[Any, int], Sequence[str]] | None:
+    """JSONEncoder.encode's C encoder with _CANONICAL_ENCODER's settings (None without one)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    encoder = _CANONICAL_ENCODER
+    try:  # the arguments encode() passes it
+        return make and make(
+            None,  # no cycle check: decoded JSON has no cycles
+            encoder.default,
+            _encode_json_string,
+            encoder.indent,
+            encoder.key_separator,
+            encoder.item_separator,
+            encoder.sort_keys,
+            encoder.skipkeys,
+            encoder.allow_nan,
+        )
+    except TypeError:  # another signature: encode() itself, slower
+        return None
+
+
+_c_canonical = _c_canonical_encoder()
 
 
 def _details_reencoded(details: str) -> str | None:

@@ -3,6 +3,7 @@ PostgreSQL) and stitched. Tampering at or across a page boundary is still named 
 the canonical bytes are those the chain has always hashed."""
 
 import datetime as dt
+import json
 from json.encoder import encode_basestring_ascii
 
 import pytest
@@ -11,10 +12,13 @@ from rotation.audit import AuditAction, audit_record
 from rotation.audit import pages as audit_pages
 from rotation.audit.chain import (
     HASHED_FIELDS,
+    _canonical_dumps,
     audit_chain_key,
     canonical_fields,
     canonical_values,
+    clean_details,
     details_canonical,
+    details_canonical_all,
     event_hash,
     fingerprint,
     text_fields_hash,
@@ -453,3 +457,30 @@ def test_postgresqls_spliced_path_notices_each_field_changed(column, value):
     report = audit_log_verify(page_size=4, chunk_size=3)
     assert (report.bad_event_id, report.problem) == (second, "modified")
     assert fast_verify(page_size=4, chunk_size=3, checkpoint_ids=[], anchor="", processes=1) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{}",
+        '{"b": 1, "a": [true, false, null], "c": {"z": "x\\"y", "y": -0.5}}',
+        '{"whole": 1.0, "big": 100000000000000000000, "tiny": 0.0000001, "part": 0.1}',
+        '{"long": 0.30000000000000004, "huge": 1.5e300, "deep": [[[{"k": []}]]]}',
+        '"{\\"index\\": 3}"',
+        '[1, 2.50, "s"]',
+        "7",
+        "null",
+    ],
+)
+def test_details_reencoded_as_the_writer_encodes_them(text):
+    """The details' canonical JSON, made by json's C scanner and encoder called directly, is
+    the canonical form's: what `clean_details` and the canonical encoder make of the value."""
+    assert details_canonical(text) == _canonical_dumps(clean_details(json.loads(text)))
+    canonical = details_canonical(text)
+    assert details_canonical_all([text, "{}", text]) == [canonical, "{}", canonical]
+
+
+def test_details_the_text_path_cannot_vouch_for_are_left_to_the_typed_path():
+    texts = ['{"name": "zoë"}', '{"bell": "\\u0007"}', '{"Token": "x"}', '{"a": 1} {}', "{"]
+    assert [details_canonical(text) for text in texts] == [None] * len(texts)
+    assert details_canonical_all([*texts, '{"a": 1}']) == [None] * len(texts) + ['{"a":1}']
