@@ -6,7 +6,9 @@ computed in Python with the app's own canonical form, rows loaded with COPY), th
       plain list and a few filtered views; target: <= 10 queries, median <= 300 ms
   (b) export: peak RSS growth while streaming the whole CSV and JSONL export; target < 100 MB
   (c) verify_audit_log: events/s over the whole chain (and that it is intact), in one process
-      and in one per CPU, with the peak RSS growth; target >= 100,000 events/s, flat memory
+      and in one per CPU, with the peak RSS growth and the CPU time per event (Python; in one
+      process also the PostgreSQL backend's, when it runs here); target >= 100,000 events/s,
+      flat memory
 
 Usage: .venv/bin/python bench/audit_scale.py [--events 1000000]
        [--database-url postgres://postgres@127.0.0.1:5432/bench_audit] [--keep]
@@ -280,6 +282,27 @@ def measure_exports(client) -> None:
         )
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time of this process and its waited-for children, or of another process (Linux)."""
+    import resource
+
+    if pid is not None:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def database_backend() -> int | None:
+    """The pid of this connection's PostgreSQL backend when it runs on this machine."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    pid = connection.connection.info.backend_pid
+    return pid if Path(f"/proc/{pid}/stat").exists() else None
+
+
 def measure_verify() -> None:
     import resource
 
@@ -291,9 +314,13 @@ def measure_verify() -> None:
     for processes in sorted({1, os.cpu_count() or 1}):
         reset_peak_rss()
         baseline = rss_kb()
+        backend = database_backend() if processes == 1 else None  # pool workers have their own
+        cpu = cpu_seconds(), cpu_seconds(backend) if backend else 0.0
         started = time.perf_counter()
         report = audit_log_verify(processes=processes)
         seconds = time.perf_counter() - started
+        python_us = (cpu_seconds() - cpu[0]) / max(report.count, 1) * 1e6
+        server_us = (cpu_seconds(backend) - cpu[1]) / max(report.count, 1) * 1e6 if backend else 0
         growth = (rss_kb("VmHWM") - baseline) / 1024
         children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         state = "intact" if report.intact else f"BROKEN at #{report.bad_event_id}: {report.message}"
@@ -303,6 +330,12 @@ def measure_verify() -> None:
             f"({rate:,.0f} events/s, ratio to 100,000/s: {rate / 100_000:.2f}); "
             f"peak RSS growth {growth:.1f} MB"
             + (f", largest hashing process {children:.0f} MB RSS" if processes > 1 else "")
+        )
+        # On a shared machine wall time says little; CPU per event does (load: others' work).
+        print(
+            f"    CPU per event: Python {python_us:.2f} µs"
+            + (f", PostgreSQL backend {server_us:.2f} µs" if backend else "")
+            + f"; load average {os.getloadavg()[0]:.1f}"
         )
 
 

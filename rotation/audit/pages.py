@@ -11,10 +11,13 @@ caller runs the exact walk, which names the first bad event.
 
 from __future__ import annotations
 
+import gc
+import itertools
 import json
 import multiprocessing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from django.db import connection, connections
 
@@ -24,7 +27,9 @@ from rotation.audit.chain import (
     INT_FIELDS,
     SORTED_FIELDS,
     audit_chain_key,
+    details_canonical_all,
     fields_hash,
+    spliced_hashes,
     text_fields_hash,
 )
 from rotation.models import AuditAction, AuditEvent
@@ -55,10 +60,69 @@ def _as_text(name: str) -> str:
     return f"coalesce({name}, '')"
 
 
+def _canonical_sql() -> tuple[str, str, int]:
+    """PostgreSQL's expressions for an event's canonical JSON before and after its details,
+    and the double quotes they hold when no text holds one (an address adds two).
+
+    Text goes in raw: that is its JSON only for printable ASCII without `"` or `\\`, which
+    `_plain` checks by counting what else is left. A NULL sends the event elsewhere: a
+    year strftime does not pad, or an address the typed path reads otherwise (one with a
+    netmask reads as none there) or Python prints otherwise (IPv4 embedded in IPv6).
+    """
+    parts: list[list[str]] = [[]]
+    literal = "{"
+    for name in SORTED_FIELDS:
+        literal += f'"{name}":'
+        if name == "details":
+            parts[-1].append(literal)
+            parts.append([])
+            literal = ","
+            continue
+        if name == "created_at":
+            value = "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        elif name == "source_ip":
+            value = (
+                "CASE WHEN source_ip IS NULL THEN 'null' ELSE '\"' || host(source_ip) || '\"' END"
+            )
+        elif name in INT_FIELDS:
+            value = f"coalesce({name}::text, 'null')"
+        else:
+            value = name  # NULL (no column allows it) makes the part NULL: the text path
+        quoted = name != "source_ip" and name not in INT_FIELDS
+        parts[-1] += [literal + '"' if quoted else literal, value]
+        literal = '",' if quoted else ","
+    parts[-1] += [literal + '"v":', "hash_scheme", "}"]
+    before, after = (  # || costs PostgreSQL less than concat()
+        " || ".join(f"'{piece}'" if n % 2 == 0 else piece for n, piece in enumerate(part))
+        for part in parts
+    )
+    quotes = sum(piece.count('"') for part in parts for piece in part[::2])
+    full_mask = "masklen(source_ip) = CASE family(source_ip) WHEN 4 THEN 32 ELSE 128 END"
+    return (
+        f"CASE WHEN created_at >= '1000-01-01' AND created_at < '10000-01-01' THEN {before} END",
+        f"CASE WHEN source_ip IS NULL OR {full_mask} AND (family(source_ip) = 4 OR "
+        f"strpos(host(source_ip), '.') = 0) THEN {after} END",
+        quotes,
+    )
+
+
+_BEFORE_DETAILS, _AFTER_DETAILS, QUOTES = _canonical_sql()
+# What pages read on PostgreSQL: the event's canonical JSON in three parts, around its details.
+SPLICED_COLUMNS = (
+    "id",
+    "hash",
+    "hash_scheme",
+    "action",
+    "prev_hash",
+    "source_ip IS NOT NULL",
+    _BEFORE_DETAILS,
+    "details::text",
+    _AFTER_DETAILS,
+)
+
+
 TEXT_FIELDS = 3  # where the hashed fields begin in a TEXT_COLUMNS row
 TEXT_COLUMNS = ("id", "hash", "hash_scheme", *(_as_text(name) for name in SORTED_FIELDS))
-TEXT_ACTION = TEXT_FIELDS + SORTED_FIELDS.index("action")
-TEXT_PREV_HASH = TEXT_FIELDS + SORTED_FIELDS.index("prev_hash")
 KEYED = int(AuditEvent.HashScheme.HMAC_SHA256)
 SCHEMES = frozenset(int(value) for value in AuditEvent.HashScheme.values)
 MARKER = AuditAction.AUDIT_CHAIN_KEYED.value
@@ -96,47 +160,60 @@ def page_summary(
     bounds: tuple[int, int | None], checkpoint_ids: frozenset[int], anchor: str, chunk_size: int
 ) -> PageSummary:
     """Summarise the events with `after < id <= upto` (to the end when `upto` is None)."""
+    collecting = gc.isenabled()
+    gc.disable()  # each fetch makes thousands of tuples but no cycles: collections only cost
+    try:
+        return _summary(bounds, checkpoint_ids, anchor, chunk_size)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _summary(
+    bounds: tuple[int, int | None], checkpoint_ids: frozenset[int], anchor: str, chunk_size: int
+) -> PageSummary:
     summary = PageSummary()
-    expected_prev = None
     keyed_seen = False
-    for event_id, event_hash, scheme, action, prev_hash, computed in _checked_rows(
-        bounds, chunk_size
-    ):
-        if (expected_prev is not None and prev_hash != expected_prev) or computed != event_hash:
+    for ids, hashes, schemes, actions, prevs, computed in _checked_chunks(bounds, chunk_size):
+        linked = prevs[1:] == hashes[:-1] and (not summary.count or prevs[0] == summary.last_hash)
+        if computed != hashes or not linked:
             summary.broken = True
             return summary
-        if expected_prev is None:
-            summary.first_prev_hash = prev_hash
-        if scheme == KEYED:
+        if not summary.count:
+            summary.first_prev_hash = prevs[0]
+        keyed_from = 0 if keyed_seen else schemes.index(KEYED) if KEYED in schemes else None
+        if keyed_from is not None:
             if not keyed_seen:
                 keyed_seen = True
-                summary.first_keyed_index = summary.count
-                summary.first_keyed_is_marker = action == MARKER
-        elif keyed_seen:
-            summary.unkeyed_after_keyed = True
-        if event_id in checkpoint_ids:
-            summary.checkpoint_hits[event_id] = (event_hash, summary.count)
-        if event_hash == anchor:
+                summary.first_keyed_index = summary.count + keyed_from
+                summary.first_keyed_is_marker = actions[keyed_from] == MARKER
+            if schemes.count(KEYED) != len(schemes) - keyed_from:
+                summary.unkeyed_after_keyed = True
+        for event_id in checkpoint_ids.intersection(ids):
+            index = ids.index(event_id)
+            summary.checkpoint_hits[event_id] = (hashes[index], summary.count + index)
+        if anchor in hashes:
             summary.anchor_seen = True
-        summary.count += 1
-        expected_prev = event_hash
-        summary.last_id = event_id
-    summary.last_hash = expected_prev or ""
+        summary.count += len(ids)
+        summary.last_id = ids[-1]
+        summary.last_hash = hashes[-1]
     return summary
 
 
-def _checked_rows(
+def _checked_chunks(
     bounds: tuple[int, int | None], chunk_size: int
-) -> Iterator[tuple[int, str, int, str, str, str]]:
-    """(id, hash, hash_scheme, action, prev_hash, recomputed hash) of a page's events in id
-    order, read through a server-side cursor where there is one.
+) -> Iterator[tuple[tuple, tuple, tuple, tuple, tuple, tuple]]:
+    """A page's events in id order, a fetch at a time, as columns: ids, hashes, hash schemes,
+    actions, prev_hashes and recomputed hashes; read through a server-side cursor where there
+    is one.
 
-    PostgreSQL renders the hashed fields as text (`TEXT_COLUMNS`), which `text_fields_hash`
-    hashes without building typed values; an event it leaves out is read again, typed."""
+    PostgreSQL renders each event's canonical JSON around its details (`SPLICED_COLUMNS`);
+    `_spliced_hashes` hashes it with the details re-encoded. Events it cannot vouch for are
+    read again as text fields (`TEXT_COLUMNS`), and the few those leave out, typed."""
     after, upto = bounds
     key = audit_chain_key()
-    text_path = connection.vendor == "postgresql"
-    columns = TEXT_COLUMNS if text_path else COLUMNS
+    spliced = connection.vendor == "postgresql"
+    columns = SPLICED_COLUMNS if spliced else COLUMNS
     sql = f"SELECT {', '.join(columns)} FROM {TABLE} WHERE id > %s"  # noqa: S608 (model names)
     params: list[int] = [after]
     if upto is not None:
@@ -146,25 +223,72 @@ def _checked_rows(
     with connection.chunked_cursor() if server_side else connection.cursor() as cursor:
         cursor.execute(sql + " ORDER BY id", params)
         while rows := cursor.fetchmany(chunk_size):
-            for row in rows:
-                if not text_path:
-                    yield (
-                        row[0],
-                        row[1],
-                        row[2],
-                        row[ACTION],
-                        row[PREV_HASH],
-                        recomputed_hash(row, key),
-                    )
-                    continue
-                scheme, fields = row[2], row[TEXT_FIELDS:]
-                computed = ""  # an unknown scheme never recomputes
-                if scheme in SCHEMES:
-                    text_hash = (
-                        text_fields_hash(fields, scheme, key) if None not in fields else None
-                    )
-                    computed = text_hash or _typed_recomputed_hash(row[0], key)
-                yield row[0], row[1], scheme, row[TEXT_ACTION], row[TEXT_PREV_HASH], computed
+            if spliced:
+                ids, hashes, schemes, actions, prevs = tuple(zip(*rows, strict=True))[:5]
+                computed = _spliced_hashes(rows, key)
+            else:
+                ids, hashes, schemes = tuple(zip(*rows, strict=True))[:3]
+                actions = tuple(row[ACTION] for row in rows)
+                prevs = tuple(row[PREV_HASH] for row in rows)
+                computed = tuple(recomputed_hash(row, key) for row in rows)
+            yield ids, hashes, schemes, actions, prevs, computed
+
+
+def _spliced_hashes(rows: Sequence[tuple], key: bytes) -> tuple[str, ...]:
+    """The recomputed hashes of SPLICED_COLUMNS rows ("" for an unknown scheme)."""
+    _, _, schemes, _, _, addresses, before, details, after = zip(*rows, strict=True)
+    if _plain(before, after, addresses):
+        vetted = [True] * len(rows)
+    else:  # which ones
+        vetted = [
+            _plain((one_before,), (one_after,), (address,))
+            for one_before, one_after, address in zip(before, after, addresses, strict=True)
+        ]
+    canonical = details_canonical_all(details)
+    fast = [
+        ok and text is not None and scheme in SCHEMES
+        for ok, text, scheme in zip(vetted, canonical, schemes, strict=True)
+    ]
+    if all(fast):
+        return tuple(spliced_hashes(before, cast("list[str]", canonical), after, schemes, key))
+    taken = list(itertools.compress(rows, fast))  # hashed here, by the branch above
+    computed = dict(
+        zip([row[0] for row in taken], _spliced_hashes(taken, key) if taken else (), strict=True)
+    )
+    others = [row[0] for row in rows if row[0] not in computed and row[2] in SCHEMES]
+    computed.update(_text_hashes(others, key))
+    return tuple(computed.get(row[0], "") for row in rows)  # an unknown scheme never recomputes
+
+
+_PLAIN = bytes(range(0x20, 0x7F)).replace(b"\\", b"").replace(b'"', b"")
+
+
+def _plain(before: Sequence[str], after: Sequence[str], addresses: Sequence[bool]) -> bool:
+    """Whether the parts (of one event, or of many) are there and hold text only as its own
+    JSON: raw text is its JSON when printable ASCII without \\ or ", so once every other
+    printable character is taken out, only the parts' own quotes (and an address's) are left."""
+    if None in before or None in after:
+        return False
+    found = ("".join(before) + "".join(after)).encode().translate(None, _PLAIN)
+    return found == b'"' * (QUOTES * len(before) + 2 * addresses.count(True))
+
+
+def _text_hashes(ids: Sequence[int], key: bytes) -> dict[int, str]:
+    """The recomputed hashes of these events, read as text fields or else typed."""
+    if not ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {', '.join(TEXT_COLUMNS)} FROM {TABLE} WHERE id = ANY(%s)",  # noqa: S608
+            [list(ids)],
+        )
+        rows = cursor.fetchall()
+    computed = {}
+    for row in rows:
+        fields = row[TEXT_FIELDS:]
+        text_hash = text_fields_hash(fields, row[2], key) if None not in fields else None
+        computed[row[0]] = text_hash or _typed_recomputed_hash(row[0], key)
+    return computed
 
 
 def _typed_recomputed_hash(event_id: int, key: bytes) -> str:
