@@ -37,9 +37,11 @@ def rotations_redeploy_begin(*, rotations: list[Rotation]) -> list[dict[str, Any
     ):
         connected.setdefault(project.resource_id, []).append(project)
     checks: list[RedeployCheck] = []
-    first_reminders: dict[datetime | None, list[int]] = defaultdict(list)
-    new_deadlines: dict[datetime, list[int]] = {}
-    keep_old: dict[datetime, list[int]] = {}
+    # reminders_plan reads the rotation's emergency and Vercel delay, the push time and the
+    # deadline: a group pushed together mostly shares one plan.
+    steps_of: dict[tuple[Any, ...], tuple[list[str], datetime | None]] = {}
+    # Rotations by the fields to write and their values: one statement each, mostly one.
+    changed: dict[tuple[tuple[str, datetime | None], ...], list[int]] = defaultdict(list)
     plans: list[dict[str, Any]] = []
     for rotation in rotations:
         pushed_at = pushed[rotation.pk]
@@ -53,37 +55,42 @@ def rotations_redeploy_begin(*, rotations: list[Rotation]) -> list[dict[str, Any
             RedeployCheck(rotation=rotation, project_id=p.project_id, connected_at=p.connected_at)
             for p in projects
         ]
+        fields: dict[str, datetime | None] = {}
         if rotation.expire_old_after_push is not None and rotation.keep_old_until is None:
             # Vercel redeploys the linked projects itself: the old credentials expire when
             # Vercel's delay has passed, and that is also the rotation's deadline.
             rotation.keep_old_until = pushed_at + rotation.expire_old_after_push
             rotation.redeploy_deadline_at = rotation.keep_old_until
-            keep_old.setdefault(rotation.keep_old_until, []).append(rotation.pk)
+            fields["keep_old_until"] = rotation.keep_old_until
+            fields["redeploy_deadline_at"] = rotation.redeploy_deadline_at
         if rotation.redeploy_deadline_at is None:
             rotation.redeploy_deadline_at = pushed_at + timedelta(
                 days=settings.ROTATION_REDEPLOY_GRACE_DAYS
             )
-            new_deadlines.setdefault(rotation.redeploy_deadline_at, []).append(rotation.pk)
+            fields["redeploy_deadline_at"] = rotation.redeploy_deadline_at
         deadline = rotation.redeploy_deadline_at
-        planned = reminders_plan(rotation, pushed_at=pushed_at, deadline=deadline)
-        rotation.next_reminder_at = min((r.due_at for r in planned), default=None)
-        first_reminders[rotation.next_reminder_at].append(rotation.pk)
+        alike = (rotation.emergency, rotation.expire_old_after_push is None, pushed_at, deadline)
+        if alike not in steps_of:
+            planned = reminders_plan(rotation, pushed_at=pushed_at, deadline=deadline)
+            steps_of[alike] = (
+                [r.step for r in planned],
+                min((r.due_at for r in planned), default=None),
+            )
+        steps, rotation.next_reminder_at = steps_of[alike]
+        fields["next_reminder_at"] = rotation.next_reminder_at
+        changed[tuple(sorted(fields.items()))].append(rotation.pk)
         plan: dict[str, Any] = {
             "projects": sorted(p.project_id for p in projects),
             "deadline": deadline.isoformat(),
             "emergency": rotation.emergency,
-            "reminders": [r.step for r in planned],
+            "reminders": list(steps),
         }
         if rotation.expire_old_after_push is not None and rotation.keep_old_until:
             plan["keep_old_until"] = rotation.keep_old_until.isoformat()
         plans.append(plan)
     RedeployCheck.objects.bulk_create(checks, ignore_conflicts=True)
-    for deadline, pks in new_deadlines.items():
-        Rotation.objects.filter(pk__in=pks).update(redeploy_deadline_at=deadline)
-    for until, pks in keep_old.items():
-        Rotation.objects.filter(pk__in=pks).update(keep_old_until=until, redeploy_deadline_at=until)
-    for due_at, pks in first_reminders.items():
-        Rotation.objects.filter(pk__in=pks).update(next_reminder_at=due_at)
+    for values, pks in changed.items():
+        Rotation.objects.filter(pk__in=pks).update(**dict(values))
     for rotation in rotations:
         vercel_delay_over = rotation.keep_old_until is not None and (
             rotation.expire_old_after_push is not None and rotation.keep_old_until <= now

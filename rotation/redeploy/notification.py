@@ -55,8 +55,11 @@ BACKOFF_MAX = 300.0
 
 
 def _enqueue(rotation_ids: list[int]) -> None:
-    for group in chunked(sorted(rotation_ids), GROUP):
-        async_task(TASK, group, task_name=f"notifications-{group[0]}")
+    # One transaction: the ORM broker then closes no connection per task (it does outside
+    # one), so the worker's next query does not reconnect with a cold cache.
+    with transaction.atomic():
+        for group in chunked(sorted(rotation_ids), GROUP):
+            async_task(TASK, group, task_name=f"notifications-{group[0]}")
 
 
 def notifications_after_commit(rotation_ids: Iterable[int], *, wanted: str) -> None:

@@ -186,15 +186,21 @@ def _send(
     timeout = (settings.VERCEL_CONNECT_TIMEOUT, settings.VERCEL_READ_TIMEOUT)
     started = time.monotonic()
     try:
-        response = session.request(
+        # Prepared here: `session.request` merges the session's settings at a CPU cost per
+        # call above the rest of this module's. Its headers, cookies, auth and hooks still
+        # apply (proxies and TLS settings come with `send`); ~/.netrc never does (it would
+        # replace the bearer, see default_session).
+        prepared = requests.Request(
             method,
             url,
+            headers={**session.headers, **headers},
             data=None if data is None else data.encode(),
             params=params,
-            headers=headers,
-            timeout=timeout,
-            allow_redirects=False,
-        )
+            cookies=session.cookies,
+            auth=session.auth,
+            hooks=session.hooks,
+        ).prepare()
+        response = session.send(prepared, timeout=timeout, allow_redirects=False)
     except requests.RequestException as exc:
         error = error_from_transport(exc)
     else:

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from rotation.models import RedeployCheck, Reminder, Rotation
 from rotation.redeploy.reminders import reminders_create_due
+from tests.conftest import make_installation
 from tests.redeploy_builders import (
     PUSH,
     connect,
@@ -71,3 +72,35 @@ def test_it_plans_no_reminders_for_an_emergency(policy, resource):
     assert not mail.outbox
     assert RedeployCheck.objects.count() == 1
     assert Reminder.objects.count() == 0
+
+
+def test_it_begins_a_group_pushed_together_with_one_write_per_kind_of_plan(
+    db, policy, django_assert_num_queries
+):
+    from rotation.redeploy import rotations_redeploy_begin
+
+    installation = make_installation("icfg_group", resources=4)
+    plain = [
+        make_pushed_rotation(resource, pushed_at=PUSH)
+        for resource in installation.resources.order_by("pk")
+    ]
+    asked_by_vercel = plain.pop()
+    Rotation.objects.filter(pk=asked_by_vercel.pk).update(expire_old_after_push=timedelta(hours=2))
+    Rotation.objects.update(redeploy_deadline_at=None, keep_old_until=None, next_reminder_at=None)
+    rotations = list(Rotation.objects.order_by("pk"))
+
+    with transaction.atomic(), django_assert_num_queries(3):  # projects, then two updates
+        plans = rotations_redeploy_begin(rotations=rotations)
+
+    assert [plan["reminders"] for plan in plans] == [
+        ["day-1", "day-3", "day-7", "escalation", "overdue"]
+    ] * 3 + [[]]
+    for rotation in plain:
+        rotation.refresh_from_db()
+        assert rotation.redeploy_deadline_at == PUSH + timedelta(days=14)
+        assert rotation.next_reminder_at == PUSH + timedelta(days=1)
+        assert rotation.keep_old_until is None
+    asked_by_vercel.refresh_from_db()
+    assert asked_by_vercel.keep_old_until == PUSH + timedelta(hours=2)
+    assert asked_by_vercel.redeploy_deadline_at == PUSH + timedelta(hours=2)
+    assert asked_by_vercel.next_reminder_at is None

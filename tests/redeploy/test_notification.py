@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from django_q.models import OrmQ
@@ -13,8 +14,10 @@ from django_q.models import OrmQ
 from rotation import services
 from rotation.models import AuditEvent, Resource, Rotation
 from rotation.redeploy.notification import (
+    notification_fields,
     notifications_request,
     notifications_requeue,
+    notifications_set_after_commit,
     rotation_notification_sync,
     rotations_notification_sync,
 )
@@ -209,3 +212,20 @@ def test_a_task_queued_before_groups_existed_still_runs(market, resource):
     single = import_string("rotation.tasks_marketplace.rotation_notification")
     assert single(rotation.pk) == Notification.SET
     assert on_vercel(market, resource).notification is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_queueing_the_tasks_keeps_the_workers_database_connection(resource, monkeypatch):
+    # The ORM broker closes an obsolete connection (CONN_MAX_AGE) before each task it queues
+    # outside a transaction; the pushing worker's next query would reconnect (on SQLite
+    # re-reading the schema, with a cold page cache).
+    rotation = make_pushed_rotation(resource)
+    closed: list[bool] = []
+    monkeypatch.setattr(connection, "close_at", 0.0)  # obsolete, as with CONN_MAX_AGE=0
+    monkeypatch.setattr(connection, "close", lambda: closed.append(True))
+    with transaction.atomic():
+        Rotation.objects.filter(pk=rotation.pk).update(**notification_fields("set"))
+        notifications_set_after_commit([rotation.pk])
+    assert closed == []
+    queued = [entry.task for entry in OrmQ.objects.all() if entry.task["func"] == TASK]
+    assert [task["args"] for task in queued] == [([rotation.pk],)]

@@ -58,6 +58,20 @@ def test_it_sends_the_bearer_token_user_agent_and_json_content_type(fake):
     assert request.headers["Content-Type"] == "application/json"
 
 
+def test_it_sends_what_the_session_carries_but_keeps_its_own_bearer(fake):
+    session = vercel.default_session()
+    session.cookies.set("__vcdn", "kept", domain="127.0.0.1", path="/")
+    try:
+        push(session=session)
+    finally:
+        session.cookies.clear()
+
+    (request,) = fake.requests
+    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["Accept"] == "application/json"
+    assert request.headers["Cookie"] == "__vcdn=kept"
+
+
 def test_it_names_the_projects_version_in_the_user_agent():
     pyproject = tomllib.loads((Path(django_settings.BASE_DIR) / "pyproject.toml").read_text())
 
