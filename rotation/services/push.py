@@ -11,8 +11,7 @@ import logging
 import queue
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Iterator
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -339,13 +338,18 @@ def rotations_push(
     another worker pushed meanwhile.
     """
     pushes, states = _claim(rotation_ids)
-    tokens: dict[int, str] = {}
+    flight = _InFlight(session=session, deadline=deadline)
+    flight.add(pushes)
     succeeded: list[_Push] = []
     unsent: list[_Push] = []
-    for push, outcome in _pushed_in_flight(
-        pushes, tokens=tokens, session=session, deadline=deadline
-    ):
-        if outcome is _NOT_STARTED:
+    failure: BaseException | None = None
+    while flight.outstanding:
+        push, outcome = flight.take()
+        if isinstance(outcome, BaseException):
+            # Left `pushing`: the sweeper re-queues it once the task's time is up.
+            logger.error("push of rotation %s raised %s", push.rotation.pk, type(outcome).__name__)
+            failure = failure or outcome
+        elif outcome is _NOT_STARTED:
             unsent.append(push)
         elif outcome is None:
             succeeded.append(push)
@@ -360,6 +364,8 @@ def rotations_push(
         rest = _release(unsent)
         logger.info("out of time; %s rotations handed to a new task", len(rest))
         rotations_enqueue(rotation_ids=rest, group="continued")
+    if failure is not None:
+        raise failure
     return states
 
 
@@ -413,58 +419,73 @@ def push_concurrency(count: int) -> int:
     return threads
 
 
-def _pushed_in_flight(
-    pushes: list[_Push],
-    *,
-    tokens: dict[int, str],
-    session: requests.Session | None,
-    deadline: float | None,
-) -> Iterator[tuple[_Push, str | None]]:
-    """Each push with its outcome as it completes, with up to `ROTATION_PUSH_CONCURRENCY`
-    PUTs in flight (each installation capped by its pace, `rotation.services.pace`)."""
-    threads = push_concurrency(len(pushes))
-    if not threads:
-        for push in pushes:
-            yield push, _push_one(push, tokens=tokens, session=session, deadline=deadline)
-        return
-    waiting: queue.SimpleQueue[_Push] = queue.SimpleQueue()
-    for push in pushes:
-        waiting.put(push)
-    done: queue.SimpleQueue[tuple[_Push, str | BaseException | None]] = queue.SimpleQueue()
+class _InFlight:
+    """Pushes of a chunk with up to `ROTATION_PUSH_CONCURRENCY` PUTs in flight (each
+    installation capped by its pace, `rotation.services.pace`).
 
-    def work() -> None:
+    The threads worth having are counted again as PUTs complete (`push_concurrency`), and
+    started when the count rises: a chunk that began pushing here, one PUT at a time, takes on
+    threads as soon as Vercel turns out slow. No thread is ever stopped early: one finds no
+    push waiting, and ends.
+    """
+
+    def __init__(self, *, session: requests.Session | None, deadline: float | None) -> None:
+        self._session, self._deadline = session, deadline
+        self._tokens: dict[int, str] = {}
+        self._lock = threading.Lock()
+        self._waiting: deque[_Push] = deque()
+        self._threads = 0  # running; changed under the lock, with `_waiting`
+        self._done: queue.SimpleQueue[tuple[_Push, str | BaseException | None]] = (
+            queue.SimpleQueue()
+        )
+        self.outstanding = 0  # handed in, their outcomes not yet taken
+
+    def add(self, pushes: list[_Push]) -> None:
+        with self._lock:
+            self._waiting.extend(pushes)
+        self.outstanding += len(pushes)
+        self._grow()
+
+    def take(self) -> tuple[_Push, str | BaseException | None]:
+        """The next outcome: an exception raised by the push, `_NOT_STARTED`, None when Vercel
+        took it, else the state. Pushes here when no thread is running."""
+        try:
+            done = self._done.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                push = self._waiting.popleft() if self._waiting and not self._threads else None
+            done = (push, self._push(push)) if push is not None else self._done.get()
+        self.outstanding -= 1
+        self._grow()
+        return done
+
+    def _grow(self) -> None:
+        wanted = push_concurrency(self.outstanding)
+        with self._lock:
+            start = max(0, min(wanted - self._threads, len(self._waiting)))
+            self._threads += start
+        for _ in range(start):
+            threading.Thread(target=self._work, name="push", daemon=True).start()
+
+    def _work(self) -> None:
         try:
             while True:
-                try:
-                    push = waiting.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    outcome: str | BaseException | None = _push_one(
-                        push, tokens=tokens, session=session, deadline=deadline
-                    )
-                except Exception as exc:  # handed to the caller's thread, raised there
-                    outcome = exc
-                done.put((push, outcome))
+                with self._lock:
+                    if not self._waiting:
+                        self._threads -= 1
+                        return
+                    push = self._waiting.popleft()
+                self._done.put((push, self._push(push)))
         finally:
             connection.close()  # this thread's own connection
 
-    workers = [threading.Thread(target=work, name=f"push-{n}", daemon=True) for n in range(threads)]
-    for worker in workers:
-        worker.start()
-    failure: BaseException | None = None
-    for _ in pushes:
-        push, outcome = done.get()
-        if isinstance(outcome, BaseException):
-            # Left `pushing`: the sweeper re-queues it once the task's time is up.
-            logger.error("push of rotation %s raised %s", push.rotation.pk, type(outcome).__name__)
-            failure = failure or outcome
-            continue
-        yield push, outcome
-    for worker in workers:
-        worker.join()
-    if failure is not None:
-        raise failure
+    def _push(self, push: _Push) -> str | BaseException | None:
+        try:
+            return _push_one(
+                push, tokens=self._tokens, session=self._session, deadline=self._deadline
+            )
+        except Exception as exc:  # handed to the caller, raised once the rest is recorded
+            return exc
 
 
 def rotation_push(

@@ -16,7 +16,15 @@ from django_q.models import Task
 from rotation import services, tasks
 from rotation.models import AuditAction, AuditEvent, CredentialVersion, PushPace, Resource, Rotation
 from rotation.roles import SUPPORT, roles_sync
-from rotation.services.pace import PACE_READ_SECONDS, Pacer, pace_rate_limited, pace_read
+from rotation.services.pace import (
+    PACE_READ_SECONDS,
+    PACER,
+    SOLO_PUTS,
+    TIMED_PUTS,
+    Pacer,
+    pace_rate_limited,
+    pace_read,
+)
 from tests.conftest import (
     make_installation,
     make_user,
@@ -107,6 +115,33 @@ def test_a_chunk_task_keeps_several_puts_in_flight(fake_vercel, settings):
         path = f"/v1/installations/{installation.vercel_id}/"
         assert max_in_flight([r for r in sent if r.path.startswith(path)]) <= 4
     assert CredentialVersion.objects.filter(stage="current").count() == 24
+    assert AuditEvent.objects.filter(action=AuditAction.ROTATION_PUSHED).count() == 24
+
+
+@pytest.mark.processes
+@pytest.mark.django_db(transaction=True)
+def test_a_chunk_takes_on_threads_once_vercel_turns_slow(fake_vercel, settings):
+    """The process learned a stand-in's pace (one PUT at a time is best); Vercel then answers
+    in 100 ms: the same chunk starts pushing one PUT at a time and takes on threads."""
+    roles_sync()
+    alice = make_user("alice", group=SUPPORT)
+    settings.ROTATION_PUSH_CONCURRENCY = 8
+    make_installation("icfg_slowing", resources=24)
+    fake_vercel.load_from_database()
+    for _ in range(TIMED_PUTS):
+        PACER.timed(wall=0.0015, cpu=0.001)
+    assert PACER.threads(8) == 1
+    fake_vercel.latency_ms = 100
+    batch = services.rotation_request(
+        resource_ids=Resource.objects.all(), actor=alice, reason="slowing"
+    )
+    ids = list(batch.rotations.order_by("pk").values_list("pk", flat=True))
+    assert tasks.rotations_process(ids) == 24
+    sent = sorted(puts(fake_vercel), key=lambda request: request.received_at)
+    assert len(sent) == len({r.path for r in sent}) == 24
+    assert max_in_flight(sent[:SOLO_PUTS]) == 1  # alone, while the estimate said one
+    assert max_in_flight(sent) > 1
+    assert set(batch.rotations.values_list("state", flat=True)) == {State.AWAITING_REDEPLOY}
     assert AuditEvent.objects.filter(action=AuditAction.ROTATION_PUSHED).count() == 24
 
 
