@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -67,12 +68,20 @@ def batch_dispatch(*, batch_id: int) -> int:
     return len(ids)
 
 
-def rotations_prepare(*, rotation_ids: list[int], deadline: float | None = None) -> dict[int, str]:
+def rotations_prepare(
+    *,
+    rotation_ids: list[int],
+    deadline: float | None = None,
+    first_group: int = RECORD_GROUP,
+    recorded: Callable[[dict[int, str]], None] | None = None,
+) -> dict[int, str]:
     """Seal a pending version for each rotation that lacks one (idempotent); returns states.
 
     `preparing` means "ready to push" once the pending version exists; other states are left
     as they are. `deadline` (a `time.monotonic()` value) stops the provider calls; rotations
-    not reached are released and handed to a new task.
+    not reached are released and handed to a new task. `recorded`, when given, receives the
+    states of each recorded group once committed; the first group has at most `first_group`
+    rotations (so pushes can start early), the others at most RECORD_GROUP.
     """
     claimed, states = _claim(rotation_ids)
     if not claimed:
@@ -80,6 +89,14 @@ def rotations_prepare(*, rotation_ids: list[int], deadline: float | None = None)
     providers: dict[str, CredentialProvider] = {}
     made: list[_Made] = []
     first_made = 0.0
+    group = min(first_group, RECORD_GROUP)
+
+    def record(made: list[_Made]) -> None:
+        group_states = _record(made)
+        states.update(group_states)
+        if recorded is not None:
+            recorded(group_states)
+
     for index, rotation in enumerate(claimed):
         if deadline is not None and time.monotonic() > deadline:
             _release(claimed[index:])
@@ -95,11 +112,12 @@ def rotations_prepare(*, rotation_ids: list[int], deadline: float | None = None)
             made.append(_make(provider, rotation))
         if len(made) == 1:
             first_made = time.monotonic()
-        if len(made) >= RECORD_GROUP or time.monotonic() - first_made >= RECORD_SECONDS:
-            states.update(_record(made))
+        if len(made) >= group or time.monotonic() - first_made >= RECORD_SECONDS:
+            record(made)
             made = []
+            group = RECORD_GROUP
     if made:
-        states.update(_record(made))
+        record(made)
     return states
 
 

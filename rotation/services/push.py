@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,9 @@ Stage = CredentialVersion.Stage
 # before recording a group leaves those rotations `pushing`; the sweeper pushes the same
 # pending values again, which Vercel takes as the same update.
 SUCCESS_GROUP = 50
+# With threads sending, successes are also recorded while waiting on Vercel's answers, at least
+# this many at a time (for the same reason).
+WAITING_GROUP = 16
 
 
 @dataclass
@@ -337,36 +341,78 @@ def rotations_push(
     `pushed`, when given, receives the ids this call pushed: the states also show rotations
     another worker pushed meanwhile.
     """
-    pushes, states = _claim(rotation_ids)
-    flight = _InFlight(session=session, deadline=deadline)
-    flight.add(pushes)
-    succeeded: list[_Push] = []
-    unsent: list[_Push] = []
-    failure: BaseException | None = None
-    while flight.outstanding:
-        push, outcome = flight.take()
+    pushing = Pushing(session=session, deadline=deadline, pushed=pushed)
+    pushing.claim(rotation_ids)
+    return pushing.finish()
+
+
+class Pushing:
+    """One call's pushes: claimed (`claim`, once per id), sent as they are claimed, and their
+    successes recorded in groups of up to SUCCESS_GROUP; with threads sending, also whenever
+    the caller's thread would otherwise wait for the next answer."""
+
+    def __init__(
+        self,
+        *,
+        session: requests.Session | None,
+        deadline: float | None,
+        pushed: set[int] | None,
+    ) -> None:
+        self.states: dict[int, str] = {}
+        self._flight = _InFlight(session=session, deadline=deadline)
+        self._pushed = pushed
+        self._succeeded: list[_Push] = []
+        self._unsent: list[_Push] = []
+        self._failure: BaseException | None = None
+
+    def claim(self, rotation_ids: list[int]) -> None:
+        """Claim the pushable rotations among `rotation_ids` and start sending them."""
+        pushes, states = _claim(rotation_ids)
+        self.states.update(states)
+        self._flight.add(pushes)
+
+    def collect(self) -> None:
+        """Note the answers already in, without waiting."""
+        while (done := self._flight.ready()) is not None:
+            self._note(*done)
+
+    def finish(self) -> dict[int, str]:
+        """Wait for every push; record, hand unsent ones to a new task; the states after."""
+        while self._flight.outstanding:
+            self._note(*self._flight.take(idle=self._record_while_waiting))
+        self._record()
+        if self._unsent:
+            rest = _release(self._unsent)
+            logger.info("out of time; %s rotations handed to a new task", len(rest))
+            rotations_enqueue(rotation_ids=rest, group="continued")
+        if self._failure is not None:
+            raise self._failure
+        return self.states
+
+    def _note(self, push: _Push, outcome: str | BaseException | None) -> None:
         if isinstance(outcome, BaseException):
             # Left `pushing`: the sweeper re-queues it once the task's time is up.
             logger.error("push of rotation %s raised %s", push.rotation.pk, type(outcome).__name__)
-            failure = failure or outcome
+            self._failure = self._failure or outcome
         elif outcome is _NOT_STARTED:
-            unsent.append(push)
+            self._unsent.append(push)
         elif outcome is None:
-            succeeded.append(push)
+            self._succeeded.append(push)
         else:
-            states[push.rotation.pk] = outcome
-        if len(succeeded) >= SUCCESS_GROUP:
-            states.update(_succeed(succeeded, pushed))
-            succeeded = []
-    if succeeded:
-        states.update(_succeed(succeeded, pushed))
-    if unsent:
-        rest = _release(unsent)
-        logger.info("out of time; %s rotations handed to a new task", len(rest))
-        rotations_enqueue(rotation_ids=rest, group="continued")
-    if failure is not None:
-        raise failure
-    return states
+            self.states[push.rotation.pk] = outcome
+        if len(self._succeeded) >= SUCCESS_GROUP:
+            self._record()
+
+    def _record_while_waiting(self) -> bool:
+        return len(self._succeeded) >= WAITING_GROUP and self._record()
+
+    def _record(self) -> bool:
+        """Record the successes not yet recorded; whether there were any."""
+        if not self._succeeded:
+            return False
+        self.states.update(_succeed(self._succeeded, self._pushed))
+        self._succeeded = []
+        return True
 
 
 # What `_push_one` returns for a push it did not start (the task ran out of time).
@@ -446,18 +492,39 @@ class _InFlight:
         self.outstanding += len(pushes)
         self._grow()
 
-    def take(self) -> tuple[_Push, str | BaseException | None]:
-        """The next outcome: an exception raised by the push, `_NOT_STARTED`, None when Vercel
-        took it, else the state. Pushes here when no thread is running."""
+    def ready(self) -> tuple[_Push, str | BaseException | None] | None:
+        """The next outcome if one is in (see `take`), else None."""
         try:
             done = self._done.get_nowait()
         except queue.Empty:
+            return None
+        self._taken()
+        return done
+
+    def take(self, *, idle: Callable[[], bool]) -> tuple[_Push, str | BaseException | None]:
+        """The next outcome: an exception raised by the push, `_NOT_STARTED`, None when Vercel
+        took it, else the state. Pushes here when no thread is running; calls `idle` (until it
+        returns False) rather than wait for the threads' next answer."""
+        while True:
+            try:
+                done = self._done.get_nowait()
+                break
+            except queue.Empty:
+                pass
             with self._lock:
                 push = self._waiting.popleft() if self._waiting and not self._threads else None
-            done = (push, self._push(push)) if push is not None else self._done.get()
+            if push is not None:
+                done = (push, self._push(push))
+                break
+            if not idle():
+                done = self._done.get()
+                break
+        self._taken()
+        return done
+
+    def _taken(self) -> None:
         self.outstanding -= 1
         self._grow()
-        return done
 
     def _grow(self) -> None:
         wanted = push_concurrency(self.outstanding)
