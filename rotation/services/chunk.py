@@ -1,18 +1,19 @@
-"""A chunk task's work: prepare a chunk of rotations and push it, as a stream when Vercel is
-slow.
+"""A chunk task's work: prepare a chunk of rotations and push it, as a stream.
 
-When threads are worth having (`push_concurrency`: Vercel's latency, here ~100 ms), pushes
-start on the first recorded group of prepared rotations while the rest is prepared, and
-successes are recorded while the threads wait on Vercel. At a local pace (pushed one at a
-time, here) the chunk is prepared, then pushed, in as few transactions as that takes.
+Prepare's record transaction claims the rotations it stored for push (no second locked read
+of the chunk), and they are sent once it commits. When threads are worth having
+(`push_concurrency`: Vercel's latency, ~100 ms) the first recorded group is small, so PUTs
+start while the rest is prepared, and successes are recorded while the threads wait on
+Vercel. Pushed one at a time (a local pace, ~0 ms), a fast provider's chunk is one group:
+one record-and-claim transaction, the PUTs, one record of the successes.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rotation.services.prepare import rotations_prepare
-from rotation.services.push import Pushing, push_concurrency, rotations_push
+from rotation.services.prepare import RECORD_GROUP, rotations_prepare
+from rotation.services.push import Pushing, push_concurrency
 
 if TYPE_CHECKING:
     import requests
@@ -25,27 +26,17 @@ def rotations_prepare_and_push(
     deadline: float | None = None,
     pushed: set[int] | None = None,
 ) -> dict[int, str]:
-    """`rotations_prepare`, then `rotations_push` of the chunk; returns the push's states."""
-    threads = push_concurrency(len(rotation_ids))
-    if not threads:
-        rotations_prepare(rotation_ids=rotation_ids, deadline=deadline)
-        return rotations_push(
-            rotation_ids=rotation_ids, session=session, deadline=deadline, pushed=pushed
-        )
+    """`rotations_prepare`, then `rotations_push` of the chunk, streamed; the push's states."""
     pushing = Pushing(session=session, deadline=deadline, pushed=pushed)
-    claimed: set[int] = set()
-
-    def recorded(states: dict[int, str]) -> None:
-        # Committed: push claims each rotation of the group (the cancelled ones are skipped).
-        pushing.claim(list(states))
-        claimed.update(states)
-        pushing.collect()
-
     rotations_prepare(
-        rotation_ids=rotation_ids, deadline=deadline, first_group=threads, recorded=recorded
+        rotation_ids=rotation_ids,
+        deadline=deadline,
+        first_group=push_concurrency(len(rotation_ids)) or RECORD_GROUP,
+        handoff=pushing,
     )
-    # Rotations prepare did not record (retries, pending versions made earlier, others').
-    rest = [pk for pk in rotation_ids if pk not in claimed]
+    # What prepare did not store (retries, pending versions made earlier, cancelled, failed):
+    # push's own claim, which skips or re-checks each.
+    rest = [pk for pk in rotation_ids if pk not in pushing.claimed]
     if rest:
         pushing.claim(rest)
     return pushing.finish()

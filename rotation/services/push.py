@@ -164,37 +164,47 @@ def _claim(rotation_ids: list[int]) -> tuple[list[_Push], dict[int, str]]:
                 rotation_id__in=[rotation.pk for rotation in claimable], stage=Stage.PENDING
             )
         }
-        pushes = []
-        for rotation in claimable:
-            installation, resource = rotation.resource.installation, rotation.resource
-            gone = ""
-            if installation.status == Installation.Status.REMOVED:
-                gone = f"Installation {installation.vercel_id} was removed on Vercel."
-            elif resource.status == Resource.Status.REMOVED:
-                gone = "The resource was removed."
-            elif rotation.pk not in pendings:
-                if rotation.state == State.PREPARING:
-                    continue  # still being made by another worker; the sweeper watches it
-                gone = "The pending credentials are missing; request a new rotation."
-            if gone:
-                rotation.attempts += 1
-                states[rotation.pk] = _fail_rotation_lock(
-                    rotation, status=None, code="not_pushable", message=gone
-                )
-                continue
-            rotation.state = State.PUSHING
-            rotation.state_changed_at = now
-            rotation.next_attempt_at = None
-            rotation.attempts += 1
-            states[rotation.pk] = State.PUSHING
-            pushes.append(_Push(rotation, pendings[rotation.pk]))
-        Rotation.objects.filter(pk__in=[push.rotation.pk for push in pushes]).update(
-            state=State.PUSHING,
-            state_changed_at=now,
-            next_attempt_at=None,
-            attempts=F("attempts") + 1,
-        )
+        pushes = _claim_locked([(r, pendings.get(r.pk)) for r in claimable], states)
     return pushes, states
+
+
+def _claim_locked(
+    ready: list[tuple[Rotation, CredentialVersion | None]], states: dict[int, str]
+) -> list[_Push]:
+    """Mark locked rotations `pushing` (one attempt each) with their pending versions, or
+    failed when they cannot be pushed; `states` receives their states."""
+    now = timezone.now()
+    pushes = []
+    for rotation, pending in ready:
+        installation, resource = rotation.resource.installation, rotation.resource
+        gone = ""
+        if installation.status == Installation.Status.REMOVED:
+            gone = f"Installation {installation.vercel_id} was removed on Vercel."
+        elif resource.status == Resource.Status.REMOVED:
+            gone = "The resource was removed."
+        elif pending is None:
+            if rotation.state == State.PREPARING:
+                continue  # still being made by another worker; the sweeper watches it
+            gone = "The pending credentials are missing; request a new rotation."
+        if gone or pending is None:
+            rotation.attempts += 1
+            states[rotation.pk] = _fail_rotation_lock(
+                rotation, status=None, code="not_pushable", message=gone
+            )
+            continue
+        rotation.state = State.PUSHING
+        rotation.state_changed_at = now
+        rotation.next_attempt_at = None
+        rotation.attempts += 1
+        states[rotation.pk] = State.PUSHING
+        pushes.append(_Push(rotation, pending))
+    Rotation.objects.filter(pk__in=[push.rotation.pk for push in pushes]).update(
+        state=State.PUSHING,
+        state_changed_at=now,
+        next_attempt_at=None,
+        attempts=F("attempts") + 1,
+    )
+    return pushes
 
 
 def _release(pushes: list[_Push]) -> list[int]:
@@ -347,9 +357,10 @@ def rotations_push(
 
 
 class Pushing:
-    """One call's pushes: claimed (`claim`, once per id), sent as they are claimed, and their
-    successes recorded in groups of up to SUCCESS_GROUP; with threads sending, also whenever
-    the caller's thread would otherwise wait for the next answer."""
+    """One call's pushes: claimed (`claim`, or `claim_prepared` in prepare's record transaction;
+    once per id), sent as they are claimed, and their successes recorded in groups of up to
+    SUCCESS_GROUP; with threads sending, also whenever the caller's thread would otherwise
+    wait for the next answer."""
 
     def __init__(
         self,
@@ -359,7 +370,9 @@ class Pushing:
         pushed: set[int] | None,
     ) -> None:
         self.states: dict[int, str] = {}
+        self.claimed: set[int] = set()  # the ids claimed (pushed or not)
         self._flight = _InFlight(session=session, deadline=deadline)
+        self._held: list[_Push] = []  # claimed in a transaction not yet committed
         self._pushed = pushed
         self._succeeded: list[_Push] = []
         self._unsent: list[_Push] = []
@@ -368,8 +381,28 @@ class Pushing:
     def claim(self, rotation_ids: list[int]) -> None:
         """Claim the pushable rotations among `rotation_ids` and start sending them."""
         pushes, states = _claim(rotation_ids)
+        self.claimed.update(rotation_ids)
         self.states.update(states)
         self._flight.add(pushes)
+
+    def claim_prepared(self, prepared: list[tuple[Rotation, CredentialVersion]]) -> dict[int, str]:
+        """Claim rotations with the pending versions just stored, inside the caller's (record)
+        transaction, which holds their row locks; sent once it commits (`recorded`)."""
+        states: dict[int, str] = {}
+        self._held += _claim_locked(list(prepared), states)
+        self.claimed.update(rotation.pk for rotation, _ in prepared)
+        self.states.update(states)
+        return states
+
+    def recorded(self) -> None:
+        """Send what `claim_prepared` claimed, now committed: threads take it, else this thread
+        pushes it before the caller goes on."""
+        self._flight.add(self._held)
+        self._held = []
+        if self._flight.threads:
+            self.collect()
+        else:
+            self._send()
 
     def collect(self) -> None:
         """Note the answers already in, without waiting."""
@@ -378,8 +411,7 @@ class Pushing:
 
     def finish(self) -> dict[int, str]:
         """Wait for every push; record, hand unsent ones to a new task; the states after."""
-        while self._flight.outstanding:
-            self._note(*self._flight.take(idle=self._record_while_waiting))
+        self._send()
         self._record()
         if self._unsent:
             rest = _release(self._unsent)
@@ -388,6 +420,10 @@ class Pushing:
         if self._failure is not None:
             raise self._failure
         return self.states
+
+    def _send(self) -> None:
+        while self._flight.outstanding:
+            self._note(*self._flight.take(idle=self._record_while_waiting))
 
     def _note(self, push: _Push, outcome: str | BaseException | None) -> None:
         if isinstance(outcome, BaseException):
@@ -491,6 +527,12 @@ class _InFlight:
             self._waiting.extend(pushes)
         self.outstanding += len(pushes)
         self._grow()
+
+    @property
+    def threads(self) -> int:
+        """Threads running."""
+        with self._lock:
+            return self._threads
 
     def ready(self) -> tuple[_Push, str | BaseException | None] | None:
         """The next outcome if one is in (see `take`), else None."""

@@ -193,32 +193,37 @@ def test_a_chunk_at_vercel_s_pace_pushes_while_it_prepares_and_records_while_it_
 
 @pytest.mark.processes
 @pytest.mark.django_db(transaction=True)
-def test_a_chunk_pushed_one_put_at_a_time_records_in_one_transaction_each(
-    fake_vercel, settings, monkeypatch
-):
-    """Without threads (here: none allowed), a chunk is prepared, then pushed: one record of
-    the made credentials, one claim, one record of the successes."""
+def test_a_chunk_pushed_one_put_at_a_time_claims_as_it_records(fake_vercel, settings, monkeypatch):
+    """Without threads (here: none allowed), a chunk's transactions are prepare's claim, the
+    record of the made credentials that also claims them for push, and the record of the
+    successes: push's own claim (a second locked read of the chunk) is left out."""
     roles_sync()
     alice = make_user("alice", group=SUPPORT)
     settings.ROTATION_PUSH_CONCURRENCY = 1
     make_installation("icfg_local", resources=24)
     fake_vercel.load_from_database()
     calls: list[str] = []
-    for module, name in [(prepare, "_record"), (push, "_claim"), (push, "_succeed")]:
+    for module, name in [(prepare, "_claim"), (prepare, "_record"), (push, "_claim")]:
         real = getattr(module, name)
 
-        def spy(*args, _real=real, _name=name, **kwargs):
-            calls.append(_name)
+        def spy(*args, _real=real, _name=f"{module.__name__}.{name}", **kwargs):
+            calls.append(_name.removeprefix("rotation.services."))
             return _real(*args, **kwargs)
 
         monkeypatch.setattr(module, name, spy)
+    real_succeed = push._succeed
+    monkeypatch.setattr(
+        push, "_succeed", lambda *a, **k: calls.append("push._succeed") or real_succeed(*a, **k)
+    )
     batch = services.rotation_request(
         resource_ids=Resource.objects.all(), actor=alice, reason="local"
     )
     ids = list(batch.rotations.order_by("pk").values_list("pk", flat=True))
     assert tasks.rotations_process(ids) == 24
-    assert calls == ["_record", "_claim", "_succeed"]
+    assert calls == ["prepare._claim", "prepare._record", "push._succeed"]
     assert max_in_flight(puts(fake_vercel)) == 1
+    assert set(batch.rotations.values_list("state", flat=True)) == {State.AWAITING_REDEPLOY}
+    assert set(batch.rotations.values_list("attempts", flat=True)) == {1}
 
 
 @pytest.mark.django_db
