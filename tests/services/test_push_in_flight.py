@@ -203,7 +203,7 @@ def test_a_chunk_pushed_one_put_at_a_time_claims_as_it_records(fake_vercel, sett
     make_installation("icfg_local", resources=24)
     fake_vercel.load_from_database()
     calls: list[str] = []
-    for module, name in [(prepare, "_claim"), (prepare, "_record"), (push, "_claim")]:
+    for module, name in [(prepare, "_claim"), (prepare, "_record"), (push, "rotations_claim")]:
         real = getattr(module, name)
 
         def spy(*args, _real=real, _name=f"{module.__name__}.{name}", **kwargs):
@@ -211,16 +211,18 @@ def test_a_chunk_pushed_one_put_at_a_time_claims_as_it_records(fake_vercel, sett
             return _real(*args, **kwargs)
 
         monkeypatch.setattr(module, name, spy)
-    real_succeed = push._succeed
+    real_succeed = push.rotations_succeed
     monkeypatch.setattr(
-        push, "_succeed", lambda *a, **k: calls.append("push._succeed") or real_succeed(*a, **k)
+        push,
+        "rotations_succeed",
+        lambda *a, **k: calls.append("push.rotations_succeed") or real_succeed(*a, **k),
     )
     batch = services.rotation_request(
         resource_ids=Resource.objects.all(), actor=alice, reason="local"
     )
     ids = list(batch.rotations.order_by("pk").values_list("pk", flat=True))
     assert tasks.rotations_process(ids) == 24
-    assert calls == ["prepare._claim", "prepare._record", "push._succeed"]
+    assert calls == ["prepare._claim", "prepare._record", "push.rotations_succeed"]
     assert max_in_flight(puts(fake_vercel)) == 1
     assert set(batch.rotations.values_list("state", flat=True)) == {State.AWAITING_REDEPLOY}
     assert set(batch.rotations.values_list("attempts", flat=True)) == {1}
