@@ -3,9 +3,9 @@
 Prepare's record transaction claims the rotations it stored for push (no second locked read
 of the chunk), and they are sent once it commits. When threads are worth having
 (`push_concurrency`: Vercel's latency, ~100 ms) the first recorded group is small, so PUTs
-start while the rest is prepared, and successes are recorded while the threads wait on
-Vercel. Pushed one at a time (a local pace, ~0 ms), a fast provider's chunk is one group:
-one record-and-claim transaction, the PUTs, one record of the successes.
+start while the rest is prepared. Pushed one at a time (a local pace, ~0 ms), a fast
+provider's chunk is one group: one record-and-claim transaction, the PUTs, one record of the
+successes.
 """
 
 from __future__ import annotations

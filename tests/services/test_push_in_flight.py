@@ -149,12 +149,10 @@ def test_a_chunk_takes_on_threads_once_vercel_turns_slow(fake_vercel, settings):
 
 @pytest.mark.processes
 @pytest.mark.django_db(transaction=True)
-def test_a_chunk_at_vercel_s_pace_pushes_while_it_prepares_and_records_while_it_waits(
-    fake_vercel, settings
-):
+def test_a_chunk_at_vercel_s_pace_pushes_while_it_prepares(fake_vercel, settings):
     """Threads are worth having (100 ms): PUTs leave while the rest of the chunk is still being
-    made, and successes are recorded in several groups as answers come in. A rotation cancelled
-    after its credentials were made, before they were recorded, is never PUT."""
+    made. A rotation cancelled after its credentials were made, before they were recorded, is
+    never PUT."""
     roles_sync()
     alice = make_user("alice", group=SUPPORT)
     settings.ROTATION_PUSH_CONCURRENCY = 8
@@ -186,7 +184,8 @@ def test_a_chunk_at_vercel_s_pace_pushes_while_it_prepares_and_records_while_it_
     assert not CredentialVersion.objects.filter(rotation=cancelled, stage="pending").exists()
     pushed = batch.rotations.exclude(pk=cancelled.pk)
     assert set(pushed.values_list("state", flat=True)) == {State.AWAITING_REDEPLOY}
-    assert len(set(pushed.values_list("pushed_at", flat=True))) > 1  # recorded in groups
+    # Recorded in one group (each group queues its own dashboard-notification task).
+    assert len(set(pushed.values_list("pushed_at", flat=True))) == 1
     assert AuditEvent.objects.filter(action=AuditAction.ROTATION_PUSHED).count() == 49
     assert CredentialVersion.objects.filter(stage="current").count() == 49
 

@@ -28,13 +28,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # Successful pushes are recorded in groups of this many (one transaction per group): a whole
-# chunk, since every write transaction contends with the other workers. A worker that dies
-# before recording a group leaves those rotations `pushing`; the sweeper pushes the same
-# pending values again, which Vercel takes as the same update.
+# chunk, since every write transaction contends with the other workers and each group queues
+# its own dashboard-notification task (groups of 16, recorded while waiting on Vercel, cost
+# P5 a fifth or more on PostgreSQL). A worker that dies before recording a group leaves those
+# rotations `pushing`; the sweeper pushes the same pending values again, which Vercel takes
+# as the same update.
 SUCCESS_GROUP = 50
-# With threads sending, successes are also recorded while waiting on Vercel's answers, at least
-# this many at a time (for the same reason).
-WAITING_GROUP = 16
 
 
 def rotations_push(
@@ -60,8 +59,7 @@ def rotations_push(
 class Pushing:
     """One call's pushes: claimed (`claim`, or `claim_prepared` in prepare's record transaction;
     once per id), sent as they are claimed, and their successes recorded in groups of up to
-    SUCCESS_GROUP; with threads sending, also whenever the caller's thread would otherwise
-    wait for the next answer."""
+    SUCCESS_GROUP."""
 
     def __init__(
         self,
@@ -124,7 +122,7 @@ class Pushing:
 
     def _send(self) -> None:
         while self._flight.outstanding:
-            self._note(*self._flight.take(idle=self._record_while_waiting))
+            self._note(*self._flight.take())
 
     def _note(self, push: Push, outcome: str | BaseException | None) -> None:
         if isinstance(outcome, BaseException):
@@ -140,16 +138,11 @@ class Pushing:
         if len(self._succeeded) >= SUCCESS_GROUP:
             self._record()
 
-    def _record_while_waiting(self) -> bool:
-        return len(self._succeeded) >= WAITING_GROUP and self._record()
-
-    def _record(self) -> bool:
-        """Record the successes not yet recorded; whether there were any."""
-        if not self._succeeded:
-            return False
-        self.states.update(rotations_succeed(self._succeeded, self._pushed))
-        self._succeeded = []
-        return True
+    def _record(self) -> None:
+        """Record the successes not yet recorded."""
+        if self._succeeded:
+            self.states.update(rotations_succeed(self._succeeded, self._pushed))
+            self._succeeded = []
 
 
 def rotation_push(

@@ -6,7 +6,6 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -111,24 +110,15 @@ class InFlight:
         self._taken()
         return done
 
-    def take(self, *, idle: Callable[[], bool]) -> tuple[Push, str | BaseException | None]:
+    def take(self) -> tuple[Push, str | BaseException | None]:
         """The next outcome: an exception raised by the push, `NOT_STARTED`, None when Vercel
-        took it, else the state. Pushes here when no thread is running; calls `idle` (until it
-        returns False) rather than wait for the threads' next answer."""
-        while True:
-            try:
-                done = self._done.get_nowait()
-                break
-            except queue.Empty:
-                pass
+        took it, else the state. Pushes here when no thread is running."""
+        try:
+            done = self._done.get_nowait()
+        except queue.Empty:
             with self._lock:
                 push = self._waiting.popleft() if self._waiting and not self._threads else None
-            if push is not None:
-                done = (push, self._push(push))
-                break
-            if not idle():
-                done = self._done.get()
-                break
+            done = (push, self._push(push)) if push is not None else self._done.get()
         self._taken()
         return done
 
