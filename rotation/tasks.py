@@ -23,9 +23,8 @@ def batch_fan_out(batch_id: int) -> int:
 def rotations_process(rotation_ids: list[int]) -> int:
     """Prepare and push a chunk of rotations over one HTTP session; returns how many pushed."""
     deadline = time.monotonic() + services.chunk_budget()
-    services.rotations_prepare(rotation_ids=rotation_ids, deadline=deadline)
     pushed: set[int] = set()
-    services.rotations_push(
+    services.rotations_prepare_and_push(
         rotation_ids=rotation_ids,
         session=vercel.default_session(),
         deadline=deadline,

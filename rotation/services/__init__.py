@@ -17,10 +17,12 @@ task), `sweeper`, `enqueue` (chunk tasks), `locks` (row locks for the short tran
 `timing` (task time limits), `backoff` (when to retry a Vercel call), `endpoints` (switching
 installations off the deprecated secrets endpoint, by staff or by a push's fallback),
 `policy` (maximum credential age). Credential versions taken out of use are retired through
-`rotation.providers.retirement`, after the commit.
+`rotation.providers.retirement`, after the commit. `chunk` streams a chunk task's prepare
+into its push.
 """
 
 from rotation.audit import RotationRefused
+from rotation.services.chunk import rotations_prepare_and_push
 from rotation.services.enqueue import CHUNK_SIZE, rotations_enqueue
 from rotation.services.prepare import batch_dispatch, rotation_prepare, rotations_prepare
 from rotation.services.push import rotation_push, rotations_push
@@ -56,6 +58,7 @@ __all__ = [
     "rotation_rollback_run",
     "rotations_enqueue",
     "rotations_prepare",
+    "rotations_prepare_and_push",
     "rotations_push",
     "rotations_requeue_stuck",
     "stuck_after",

@@ -47,6 +47,12 @@ SLOT_POLL_SECONDS = 0.25
 PACE_READ_SECONDS = 0.2
 # The process sizes threads by its last this many PUTs (a chunk's worth).
 TIMED_PUTS = 50
+# This many PUTs in a row, each alone in flight in the process, measure Vercel's latency
+# without queueing behind threads of ours: enough to take on threads when Vercel slows down.
+SOLO_PUTS = 4
+# ... when they make at least this many threads worth having: below, a busy machine's delays
+# (a local stand-in waiting for a core) pass for latency that more threads would not hide.
+SOLO_THREADS = 6
 # Share of the limit kept in reserve (at least one request).
 RESERVE_SHARE = 0.05
 # A PUT books its token at most this far ahead; beyond, it waits like a pause, token-less.
@@ -196,6 +202,8 @@ class Pacer:
         # The last PUTs' seconds waiting on Vercel, and their CPU seconds here.
         self._waits: deque[float] = deque(maxlen=TIMED_PUTS)
         self._cpus: deque[float] = deque(maxlen=TIMED_PUTS)
+        # Whether each of those PUTs was the only one in flight in this process.
+        self._alone: deque[bool] = deque(maxlen=TIMED_PUTS)
 
     def forget(self, installation_id: int | None = None) -> None:
         """Read the installation's shared pace afresh next time (None: every installation's,
@@ -207,6 +215,7 @@ class Pacer:
             self._rows.clear()
             self._waits.clear()
             self._cpus.clear()
+            self._alone.clear()
 
     def _row(self, installation_id: int) -> tuple[datetime | None, int, bool]:
         """The shared pace, read at most every `PACE_READ_SECONDS`; a pause in effect is
@@ -227,11 +236,18 @@ class Pacer:
         """PUTs worth having in flight in this process, from 1 to `cap` (the cap until a PUT
         was timed): by Little's law, Vercel's latency over a PUT's CPU time here. The latency
         is the least wait of the last `TIMED_PUTS`: waits beyond it are queueing (for the GIL,
-        or at a busy server), which more PUTs in flight would only lengthen."""
+        or at a busy server), which more PUTs in flight would only lengthen; but the last
+        `SOLO_PUTS`, each sent alone, queued behind nothing of ours, so their least wait counts
+        when it is worth `SOLO_THREADS` or more (Vercel slowed down since the faster waits)."""
         with self._changed:
             if not self._waits:
                 return cap
             latency, cpu = min(self._waits), sum(self._cpus) / len(self._cpus)
+            recent = list(zip(self._waits, self._alone, strict=True))[-SOLO_PUTS:]
+            if len(recent) == SOLO_PUTS and all(alone for _, alone in recent):
+                solo = min(wait for wait, _ in recent)
+                if solo / max(cpu, 1e-4) >= SOLO_THREADS:
+                    latency = max(latency, solo)
         return max(1, min(cap, round(latency / max(cpu, 1e-4))))
 
     def timed(self, *, wall: float, cpu: float) -> None:
@@ -240,6 +256,8 @@ class Pacer:
         with self._changed:
             self._waits.append(max(0.0, wall - cpu))
             self._cpus.append(cpu)
+            alone = getattr(self._local, "alone", False) and sum(self._in_flight.values()) == 1
+            self._alone.append(alone)
 
     def acquire(self, installation_id: int) -> float:
         """Take a slot for one PUT and return 0 once it may be sent, or return the seconds the
@@ -254,6 +272,7 @@ class Pacer:
                 self._paced[installation_id] = paced
                 if self._in_flight[installation_id] < concurrency:
                     self._in_flight[installation_id] += 1
+                    self._local.alone = sum(self._in_flight.values()) == 1
                     observed = self._observed.pop(installation_id, None)
                     break
                 self._changed.wait(timeout=SLOT_POLL_SECONDS)

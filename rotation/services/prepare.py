@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from django.db import transaction
 from django.utils import timezone
@@ -67,12 +68,33 @@ def batch_dispatch(*, batch_id: int) -> int:
     return len(ids)
 
 
-def rotations_prepare(*, rotation_ids: list[int], deadline: float | None = None) -> dict[int, str]:
+class Handoff(Protocol):
+    """Where recorded credentials go next: the chunk's push (`rotation.services.chunk`)."""
+
+    def claim_prepared(self, prepared: list[tuple[Rotation, CredentialVersion]]) -> dict[int, str]:
+        """Inside the record transaction (the rotations locked): take them; their states."""
+        ...
+
+    def recorded(self) -> None:
+        """Once that transaction committed."""
+        ...
+
+
+def rotations_prepare(
+    *,
+    rotation_ids: list[int],
+    deadline: float | None = None,
+    first_group: int = RECORD_GROUP,
+    handoff: Handoff | None = None,
+) -> dict[int, str]:
     """Seal a pending version for each rotation that lacks one (idempotent); returns states.
 
     `preparing` means "ready to push" once the pending version exists; other states are left
     as they are. `deadline` (a `time.monotonic()` value) stops the provider calls; rotations
-    not reached are released and handed to a new task.
+    not reached are released and handed to a new task. `handoff`, when given, takes each
+    recorded group in its record transaction, so push needs no claim of its own; the first
+    group has at most `first_group` rotations (so pushes can start early), the others at most
+    RECORD_GROUP.
     """
     claimed, states = _claim(rotation_ids)
     if not claimed:
@@ -80,6 +102,13 @@ def rotations_prepare(*, rotation_ids: list[int], deadline: float | None = None)
     providers: dict[str, CredentialProvider] = {}
     made: list[_Made] = []
     first_made = 0.0
+    group = min(first_group, RECORD_GROUP)
+
+    def record(made: list[_Made]) -> None:
+        states.update(_record(made, handoff))
+        if handoff is not None:
+            handoff.recorded()
+
     for index, rotation in enumerate(claimed):
         if deadline is not None and time.monotonic() > deadline:
             _release(claimed[index:])
@@ -95,11 +124,12 @@ def rotations_prepare(*, rotation_ids: list[int], deadline: float | None = None)
             made.append(_make(provider, rotation))
         if len(made) == 1:
             first_made = time.monotonic()
-        if len(made) >= RECORD_GROUP or time.monotonic() - first_made >= RECORD_SECONDS:
-            states.update(_record(made))
+        if len(made) >= group or time.monotonic() - first_made >= RECORD_SECONDS:
+            record(made)
             made = []
+            group = RECORD_GROUP
     if made:
-        states.update(_record(made))
+        record(made)
     return states
 
 
@@ -172,8 +202,9 @@ def _make(provider: CredentialProvider, rotation: Rotation) -> _Made:
     return _Made(rotation, version=version)
 
 
-def _record(made: list[_Made]) -> dict[int, str]:
-    """Store what the provider made where it is still wanted; retire the rest."""
+def _record(made: list[_Made], handoff: Handoff | None = None) -> dict[int, str]:
+    """Store what the provider made where it is still wanted (handed off, when given); retire
+    the rest."""
     states: dict[int, str] = {}
     with transaction.atomic():
         rotations = {r.pk: r for r in rotations_lock([m.rotation.pk for m in made])}
@@ -211,6 +242,8 @@ def _record(made: list[_Made]) -> dict[int, str]:
         Rotation.objects.filter(pk__in=[rotation.pk for rotation, _ in stored]).update(
             next_attempt_at=None
         )
+        if handoff is not None and stored:
+            states.update(handoff.claim_prepared(stored))
         # Last: on PostgreSQL the audit chain's lock is held from here to the commit.
         audit_record_many(
             {

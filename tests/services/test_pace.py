@@ -133,3 +133,21 @@ def test_a_pacer_sizes_threads_by_vercels_latency_over_a_puts_cpu_time():
     assert pacer.threads(8) == 3
     pacer.forget()
     assert pacer.threads(8) == 8
+
+
+@pytest.mark.django_db
+def test_puts_sent_alone_raise_the_thread_estimate_when_vercel_slows_down(installation):
+    pacer = Pacer()
+    for _ in range(pace.TIMED_PUTS):  # a stand-in's pace, learned with PUTs in flight together
+        pacer.timed(wall=0.0015, cpu=0.001)
+    for _ in range(pace.SOLO_PUTS):  # then Vercel answers in 100 ms
+        assert pacer.threads(8) == 1
+        assert pacer.acquire(installation.pk) == 0
+        pacer.timed(wall=0.101, cpu=0.001)
+        pacer.release(installation.pk, accepted=True)
+    assert pacer.threads(8) == 8  # the least wait of the window alone would say 1 for 47 more
+    # PUTs in flight together may have queued behind each other: the least wait counts again.
+    for _ in range(2):
+        assert pacer.acquire(installation.pk) == 0
+    pacer.timed(wall=0.101, cpu=0.001)
+    assert pacer.threads(8) == 1

@@ -16,7 +16,16 @@ from django_q.models import Task
 from rotation import services, tasks
 from rotation.models import AuditAction, AuditEvent, CredentialVersion, PushPace, Resource, Rotation
 from rotation.roles import SUPPORT, roles_sync
-from rotation.services.pace import PACE_READ_SECONDS, Pacer, pace_rate_limited, pace_read
+from rotation.services import prepare, push
+from rotation.services.pace import (
+    PACE_READ_SECONDS,
+    PACER,
+    SOLO_PUTS,
+    TIMED_PUTS,
+    Pacer,
+    pace_rate_limited,
+    pace_read,
+)
 from tests.conftest import (
     make_installation,
     make_user,
@@ -25,6 +34,7 @@ from tests.conftest import (
     qcluster_stop,
     wait_until,
 )
+from tests.provider_doubles import SecondWorkerProvider
 from tests.test_browser import database_url
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
@@ -108,6 +118,113 @@ def test_a_chunk_task_keeps_several_puts_in_flight(fake_vercel, settings):
         assert max_in_flight([r for r in sent if r.path.startswith(path)]) <= 4
     assert CredentialVersion.objects.filter(stage="current").count() == 24
     assert AuditEvent.objects.filter(action=AuditAction.ROTATION_PUSHED).count() == 24
+
+
+@pytest.mark.processes
+@pytest.mark.django_db(transaction=True)
+def test_a_chunk_takes_on_threads_once_vercel_turns_slow(fake_vercel, settings):
+    """The process learned a stand-in's pace (one PUT at a time is best); Vercel then answers
+    in 100 ms: the same chunk starts pushing one PUT at a time and takes on threads."""
+    roles_sync()
+    alice = make_user("alice", group=SUPPORT)
+    settings.ROTATION_PUSH_CONCURRENCY = 8
+    make_installation("icfg_slowing", resources=24)
+    fake_vercel.load_from_database()
+    for _ in range(TIMED_PUTS):
+        PACER.timed(wall=0.0015, cpu=0.001)
+    assert PACER.threads(8) == 1
+    fake_vercel.latency_ms = 100
+    batch = services.rotation_request(
+        resource_ids=Resource.objects.all(), actor=alice, reason="slowing"
+    )
+    ids = list(batch.rotations.order_by("pk").values_list("pk", flat=True))
+    assert tasks.rotations_process(ids) == 24
+    sent = sorted(puts(fake_vercel), key=lambda request: request.received_at)
+    assert len(sent) == len({r.path for r in sent}) == 24
+    assert max_in_flight(sent[:SOLO_PUTS]) == 1  # alone, while the estimate said one
+    assert max_in_flight(sent) > 1
+    assert set(batch.rotations.values_list("state", flat=True)) == {State.AWAITING_REDEPLOY}
+    assert AuditEvent.objects.filter(action=AuditAction.ROTATION_PUSHED).count() == 24
+
+
+@pytest.mark.processes
+@pytest.mark.django_db(transaction=True)
+def test_a_chunk_at_vercel_s_pace_pushes_while_it_prepares(fake_vercel, settings):
+    """Threads are worth having (100 ms): PUTs leave while the rest of the chunk is still being
+    made. A rotation cancelled after its credentials were made, before they were recorded, is
+    never PUT."""
+    roles_sync()
+    alice = make_user("alice", group=SUPPORT)
+    settings.ROTATION_PUSH_CONCURRENCY = 8
+    settings.ROTATION_CREDENTIAL_PROVIDER = "tests.provider_doubles.SecondWorkerProvider"
+    make_installation("icfg_stream", resources=50)
+    fake_vercel.load_from_database()
+    fake_vercel.latency_ms = 100
+    batch = services.rotation_request(
+        resource_ids=Resource.objects.all(), actor=alice, reason="stream"
+    )
+    rotations = list(batch.rotations.order_by("pk").select_related("resource"))
+    cancelled, last = rotations[-2], rotations[-1]
+
+    def while_making(resource):
+        if resource.pk != last.resource_id:
+            return None
+        services.rotation_cancel(rotation=cancelled, actor=alice)  # made, not yet recorded
+        return wait_until(lambda: len(puts(fake_vercel)) > 0, timeout=30, interval=0.01)
+
+    SecondWorkerProvider.during_create = while_making
+    assert tasks.rotations_process([r.pk for r in rotations]) == 49
+    assert SecondWorkerProvider.seen[-1] is True  # PUTs went out before the chunk was made
+
+    sent = puts(fake_vercel)
+    assert len(sent) == len({r.path for r in sent}) == 49  # one PUT per resource
+    assert not [r for r in sent if cancelled.resource.vercel_id in r.path]
+    cancelled.refresh_from_db()
+    assert cancelled.state == State.CANCELLED
+    assert not CredentialVersion.objects.filter(rotation=cancelled, stage="pending").exists()
+    pushed = batch.rotations.exclude(pk=cancelled.pk)
+    assert set(pushed.values_list("state", flat=True)) == {State.AWAITING_REDEPLOY}
+    # Recorded in one group (each group queues its own dashboard-notification task).
+    assert len(set(pushed.values_list("pushed_at", flat=True))) == 1
+    assert AuditEvent.objects.filter(action=AuditAction.ROTATION_PUSHED).count() == 49
+    assert CredentialVersion.objects.filter(stage="current").count() == 49
+
+
+@pytest.mark.processes
+@pytest.mark.django_db(transaction=True)
+def test_a_chunk_pushed_one_put_at_a_time_claims_as_it_records(fake_vercel, settings, monkeypatch):
+    """Without threads (here: none allowed), a chunk's transactions are prepare's claim, the
+    record of the made credentials that also claims them for push, and the record of the
+    successes: push's own claim (a second locked read of the chunk) is left out."""
+    roles_sync()
+    alice = make_user("alice", group=SUPPORT)
+    settings.ROTATION_PUSH_CONCURRENCY = 1
+    make_installation("icfg_local", resources=24)
+    fake_vercel.load_from_database()
+    calls: list[str] = []
+    for module, name in [(prepare, "_claim"), (prepare, "_record"), (push, "rotations_claim")]:
+        real = getattr(module, name)
+
+        def spy(*args, _real=real, _name=f"{module.__name__}.{name}", **kwargs):
+            calls.append(_name.removeprefix("rotation.services."))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+    real_succeed = push.rotations_succeed
+    monkeypatch.setattr(
+        push,
+        "rotations_succeed",
+        lambda *a, **k: calls.append("push.rotations_succeed") or real_succeed(*a, **k),
+    )
+    batch = services.rotation_request(
+        resource_ids=Resource.objects.all(), actor=alice, reason="local"
+    )
+    ids = list(batch.rotations.order_by("pk").values_list("pk", flat=True))
+    assert tasks.rotations_process(ids) == 24
+    assert calls == ["prepare._claim", "prepare._record", "push.rotations_succeed"]
+    assert max_in_flight(puts(fake_vercel)) == 1
+    assert set(batch.rotations.values_list("state", flat=True)) == {State.AWAITING_REDEPLOY}
+    assert set(batch.rotations.values_list("attempts", flat=True)) == {1}
 
 
 @pytest.mark.django_db
