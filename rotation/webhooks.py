@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 
 from rotation.audit import Origin
 from rotation.audit.origin import client_ip
-from rotation.redeploy import WebhookInvalid, webhook_event_handle
+from rotation.redeploy import WebhookInvalid, webhook_event_handle, webhook_refusal_record
 
 logger = logging.getLogger(__name__)
 
@@ -109,12 +109,11 @@ def vercel_webhook(request: HttpRequest) -> JsonResponse:
             client_ip(request.META, trusted_proxies=settings.TRUSTED_PROXY_COUNT),
         )
         return _answer(403, "bad signature")
+    origin = Origin.of(request)
     try:
         event = parse_body(body)
-    except MalformedBody as exc:
-        return _answer(400, str(exc))
-    try:
-        handled = webhook_event_handle(event=event, origin=Origin.of(request))
-    except WebhookInvalid as exc:
+        handled = webhook_event_handle(event=event, origin=origin)
+    except (MalformedBody, WebhookInvalid) as exc:
+        webhook_refusal_record(reason=str(exc), origin=origin)
         return _answer(400, str(exc))
     return _answer(200, handled.outcome.value)

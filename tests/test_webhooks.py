@@ -37,7 +37,9 @@ def rotation(resource):
         return make_pushed_rotation(resource)
 
 
-def post(client, body: bytes | dict, *, signature: str | None = None, secret: str = SECRET):
+def post(
+    client, body: bytes | dict, *, signature: str | None = None, secret: str = SECRET, **extra
+):
     if isinstance(body, dict):
         body = json.dumps(body).encode()
     headers = {}
@@ -45,7 +47,7 @@ def post(client, body: bytes | dict, *, signature: str | None = None, secret: st
         signature = sign_webhook(body, secret)
     if signature:
         headers["HTTP_X_VERCEL_SIGNATURE"] = signature
-    return client.post(URL, data=body, content_type="application/json", **headers)
+    return client.post(URL, data=body, content_type="application/json", **headers, **extra)
 
 
 def statuses(rotation) -> dict[str, str]:
@@ -118,6 +120,26 @@ def test_it_answers_400_to_malformed_json(client, db):
     assert post(client, b"[1, 2]").status_code == 400
     assert post(client, {"type": "deployment.succeeded"}).status_code == 400
     assert not WebhookEvent.objects.exists()
+
+
+def test_it_audits_each_signed_delivery_it_refuses_as_vercels_failed_action(client, db):
+    post(client, b'{"id": "evt_1", "type": ', REMOTE_ADDR="203.0.113.9")
+    post(client, b"[1, 2]")
+    post(client, {"type": "deployment.succeeded"})
+
+    refused = AuditEvent.objects.filter(action=AuditAction.WEBHOOK_REFUSED).order_by("id")
+    assert [event.details["message"] for event in refused] == [
+        "malformed JSON",
+        "the body is not a JSON object",
+        "the event needs a string id and type",
+    ]
+    assert {(event.outcome, event.actor_type) for event in refused} == {("failure", "vercel")}
+    assert refused[0].source_ip == "203.0.113.9"
+
+
+def test_it_does_not_audit_an_unsigned_delivery(client, db):
+    assert post(client, b"[1, 2]", signature="0" * 64).status_code == 403
+    assert not AuditEvent.objects.filter(action=AuditAction.WEBHOOK_REFUSED).exists()
 
 
 @pytest.mark.parametrize("signature", ["\u00ff", "\u00ff" * 40, "é" + "0" * 39, "\u2603"])

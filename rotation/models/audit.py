@@ -57,6 +57,7 @@ class AuditAction(models.TextChoices):
     BATCH_CANCELLED = "batch.cancelled", "Open rotations of a batch cancelled"
     # Redeploy tracking (rotation.redeploy, rotation.webhooks).
     WEBHOOK_RECEIVED = "webhook.received", "Vercel webhook handled"
+    WEBHOOK_REFUSED = "webhook.refused", "Signed Vercel webhook refused"
     PROJECT_CONNECTED = "project.connected", "Project connected to a resource"
     PROJECT_DISCONNECTED = "project.disconnected", "Project disconnected from a resource"
     INSTALLATION_REMOVED = "installation.removed", "Installation removed on Vercel"

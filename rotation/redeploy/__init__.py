@@ -10,7 +10,12 @@ deliveries), `reminders`, `expiry`, `dashboard` (figures for staff).
 """
 
 from rotation.redeploy.begin import rotations_redeploy_begin
-from rotation.redeploy.events import WebhookInvalid, webhook_event_handle, webhook_events_prune
+from rotation.redeploy.events import (
+    WebhookInvalid,
+    webhook_event_handle,
+    webhook_events_prune,
+    webhook_refusal_record,
+)
 from rotation.redeploy.expiry import (
     rotation_expire_old,
     rotation_expiry_due,
@@ -44,4 +49,5 @@ __all__ = [
     "rotations_redeploy_begin",
     "webhook_event_handle",
     "webhook_events_prune",
+    "webhook_refusal_record",
 ]

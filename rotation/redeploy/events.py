@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from rotation.audit import AuditAction, Origin, audit_batch, audit_record
+from rotation.audit import AuditAction, Origin, audit_batch, audit_record, refusal_record
 from rotation.models import AuditEvent, Installation, Resource, Rotation, WebhookEvent
 from rotation.redeploy.progress import rotation_mark_project_redeployed
 from rotation.redeploy.projects import (
@@ -265,6 +265,20 @@ HANDLERS: dict[str, Callable[[Delivery], str]] = {
 
 class _Duplicate(Exception):
     """The event id was recorded meanwhile: roll back what its handler did."""
+
+
+def webhook_refusal_record(*, reason: str, origin: Origin | None = None) -> None:
+    """Audit a signed delivery refused as invalid: Vercel sent it, so it is Vercel's action
+    (unsigned ones are only logged: anybody can send those, and each append takes the
+    chain's lock)."""
+    refusal_record(
+        action=AuditAction.WEBHOOK_REFUSED,
+        message=reason,
+        actor=None,
+        origin=origin,
+        outcome=AuditEvent.Outcome.FAILURE,
+        actor_type=AuditEvent.ActorType.VERCEL,
+    )
 
 
 def webhook_event_handle(*, event: Any, origin: Origin | None = None) -> WebhookResult:
