@@ -4,6 +4,7 @@ the first reminder falls due (its row is made then, by the redeploy tick)."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,8 +16,13 @@ from rotation.redeploy.expiry import expiry_enqueue_after_commit
 from rotation.redeploy.reminders import reminders_plan
 
 
-def rotations_redeploy_begin(*, rotations: list[Rotation]) -> list[dict[str, Any]]:
+def rotations_redeploy_begin(
+    *, rotations: list[Rotation], also: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Snapshot the projects to wait for, set deadlines and plan reminders; idempotent.
+
+    `also`: more fields to set on every one of the rotations, written by the same statements
+    (the push's new state: each rotation row is written once, not twice).
 
     Reminder rows are not made here: `next_reminder_at` says when the first falls due, and
     the redeploy tick makes each row then (`reminders_create_due`), so a push writes no more
@@ -90,7 +96,7 @@ def rotations_redeploy_begin(*, rotations: list[Rotation]) -> list[dict[str, Any
         plans.append(plan)
     RedeployCheck.objects.bulk_create(checks, ignore_conflicts=True)
     for values, pks in changed.items():
-        Rotation.objects.filter(pk__in=pks).update(**dict(values))
+        Rotation.objects.filter(pk__in=pks).update(**dict(values), **(also or {}))
     for rotation in rotations:
         vercel_delay_over = rotation.keep_old_until is not None and (
             rotation.expire_old_after_push is not None and rotation.keep_old_until <= now

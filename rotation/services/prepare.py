@@ -72,7 +72,8 @@ class Handoff(Protocol):
     """Where recorded credentials go next: the chunk's push (`rotation.services.chunk`)."""
 
     def claim_prepared(self, prepared: list[tuple[Rotation, CredentialVersion]]) -> dict[int, str]:
-        """Inside the record transaction (the rotations locked): take them; their states."""
+        """Inside the record transaction (the rotations locked): take them, ending their
+        prepare lease (`next_attempt_at`); their states."""
         ...
 
     def recorded(self) -> None:
@@ -239,11 +240,13 @@ def _record(made: list[_Made], handoff: Handoff | None = None) -> dict[int, str]
         versions_retire_after_commit(
             versions_mark_retiring(by_rotation=unwanted, why="made but not needed")
         )
-        Rotation.objects.filter(pk__in=[rotation.pk for rotation, _ in stored]).update(
-            next_attempt_at=None
-        )
         if handoff is not None and stored:
+            # Its claim ends the lease in the statement that marks them `pushing`.
             states.update(handoff.claim_prepared(stored))
+        else:
+            Rotation.objects.filter(pk__in=[rotation.pk for rotation, _ in stored]).update(
+                next_attempt_at=None
+            )
         # Last: on PostgreSQL the audit chain's lock is held from here to the commit.
         audit_record_many(
             {

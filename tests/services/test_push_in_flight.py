@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import Task
@@ -225,6 +226,36 @@ def test_a_chunk_pushed_one_put_at_a_time_claims_as_it_records(fake_vercel, sett
     assert max_in_flight(puts(fake_vercel)) == 1
     assert set(batch.rotations.values_list("state", flat=True)) == {State.AWAITING_REDEPLOY}
     assert set(batch.rotations.values_list("attempts", flat=True)) == {1}
+
+
+@pytest.mark.processes
+@pytest.mark.django_db(transaction=True)
+def test_a_chunk_writes_each_rotation_row_once_per_step(fake_vercel, settings):
+    """Prepare's lease, the claim for push (which also ends the lease) and the record of the
+    push (with redeploy tracking's deadline and reminder): three writes of the chunk's rows,
+    each one statement, where there were five."""
+    roles_sync()
+    alice = make_user("alice", group=SUPPORT)
+    settings.ROTATION_PUSH_CONCURRENCY = 1
+    make_installation("icfg_writes", resources=12)
+    fake_vercel.load_from_database()
+    batch = services.rotation_request(
+        resource_ids=Resource.objects.all(), actor=alice, reason="writes"
+    )
+    ids = list(batch.rotations.order_by("pk").values_list("pk", flat=True))
+    with CaptureQueriesContext(connection) as queries:
+        assert tasks.rotations_process(ids) == 12
+    table = Rotation._meta.db_table
+    writes = [q["sql"] for q in queries if q["sql"].startswith(f'UPDATE "{table}"')]
+    assert len(writes) == 3, writes
+    for rotation in batch.rotations.all():
+        assert rotation.state == State.AWAITING_REDEPLOY
+        assert rotation.pushed_at == rotation.state_changed_at
+        assert rotation.next_attempt_at is None
+        assert rotation.redeploy_deadline_at is not None
+        assert rotation.next_reminder_at is not None
+        assert rotation.notification_state == Rotation.Notification.SETTING
+        assert rotation.attempts == 1
 
 
 @pytest.mark.django_db

@@ -72,16 +72,17 @@ def rotations_succeed(pushes: list[Push], pushed: set[int] | None = None) -> dic
             stage=Stage.CURRENT, stage_changed_at=now
         )
         cleared = {"last_error": "", "last_error_code": "", "last_error_status": None}
-        # The dashboard notification is asked for in the same statement (its tasks are queued
-        # after the commit).
-        Rotation.objects.filter(pk__in=[rotation.pk for rotation, _, _ in done]).update(
-            state=State.AWAITING_REDEPLOY,
-            pushed_at=now,
-            state_changed_at=now,
-            next_attempt_at=None,
+        # Written by redeploy begin's statement below, with its deadline and reminder fields;
+        # the dashboard notification is asked for there too (its tasks are queued after the
+        # commit).
+        written = {
+            "state": State.AWAITING_REDEPLOY,
+            "pushed_at": now,
+            "state_changed_at": now,
+            "next_attempt_at": None,
             **cleared,
             **notification_fields(SET),
-        )
+        }
         entries: list[dict[str, Any]] = []
         for rotation, pending, current in done:
             rotation.state = State.AWAITING_REDEPLOY
@@ -108,7 +109,9 @@ def rotations_succeed(pushes: list[Push], pushed: set[int] | None = None) -> dic
             )
             states[rotation.pk] = State.AWAITING_REDEPLOY
         # One event per pushed rotation: what redeploy tracking planned goes in its details.
-        plans = rotations_redeploy_begin(rotations=[rotation for rotation, _, _ in done])
+        plans = rotations_redeploy_begin(
+            rotations=[rotation for rotation, _, _ in done], also=written
+        )
         for entry, plan in zip(entries, plans, strict=True):
             entry["details"]["redeploy"] = plan
         # Last: on PostgreSQL the audit chain's lock is held from here to the commit.
