@@ -36,3 +36,18 @@ def rotations_lock(rotation_ids: list[int]) -> list[Rotation]:
         rotation.resource.installation = installations[rotation.resource.installation_id]
         rotation.batch = batches[rotation.batch_id]
     return rotations
+
+
+def rotations_relock(rotations: list[Rotation]) -> list[Rotation]:
+    """These claimed rotations re-read and locked in id order, carrying over the resource,
+    installation and batch instances of the claim: a record transaction re-checks the
+    rotation rows, which others change (cancel), not the rows around them that it only names
+    in its audit events."""
+    carried = {rotation.pk: rotation for rotation in rotations}
+    fresh = list(
+        Rotation.objects.select_for_update(of=("self",)).filter(pk__in=carried).order_by("pk")
+    )
+    for rotation in fresh:
+        rotation.resource = carried[rotation.pk].resource
+        rotation.batch = carried[rotation.pk].batch
+    return fresh

@@ -6,8 +6,8 @@ from django.db import transaction
 
 from rotation import services
 from rotation.audit import audit_context
-from rotation.models import RotationBatch
-from rotation.services.locks import rotation_lock, rotations_lock
+from rotation.models import Rotation, RotationBatch
+from rotation.services.locks import rotation_lock, rotations_lock, rotations_relock
 from tests.conftest import make_installation
 
 
@@ -53,3 +53,24 @@ def test_it_leaves_the_refused_resources_of_a_batch_unread(alice, installation):
 def test_it_asks_nothing_for_no_ids(django_assert_num_queries, db):
     with transaction.atomic(), django_assert_num_queries(0):
         assert rotations_lock([]) == []
+
+
+def test_a_relock_reads_the_rotations_again_and_carries_what_the_claim_read(
+    alice, django_assert_num_queries
+):
+    installation = make_installation(resources=3)
+    ids = list(installation.resources.values_list("pk", flat=True))
+    batch = services.rotation_request(resource_ids=ids, actor=alice, reason="leak", ticket="T-2")
+    with transaction.atomic():
+        claimed = rotations_lock(list(batch.rotations.values_list("pk", flat=True)))
+    cancelled = claimed[1]
+    Rotation.objects.filter(pk=cancelled.pk).update(state=Rotation.State.CANCELLED)
+
+    with transaction.atomic(), django_assert_num_queries(1):
+        relocked = rotations_relock(list(reversed(claimed)))
+        seen = [(r.resource.installation.vercel_id, audit_context(r)) for r in relocked]
+    assert [r.pk for r in relocked] == [r.pk for r in claimed]
+    # The rows are read again (a cancel in between is seen), the rest is the claim's.
+    assert relocked[1].state == Rotation.State.CANCELLED
+    assert [id(r.resource) for r in relocked] == [id(r.resource) for r in claimed]
+    assert seen == [(installation.vercel_id, {"reason": "leak", "ticket": "T-2"})] * 3

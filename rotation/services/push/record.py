@@ -17,7 +17,7 @@ from rotation.redeploy.notification import (
     notification_fields,
     notifications_set_after_commit,
 )
-from rotation.services.locks import rotations_lock
+from rotation.services.locks import rotations_relock
 from rotation.services.push.claim import Push, rotation_fail_locked
 from rotation.vercel.endpoints import endpoint_in_effect
 
@@ -30,7 +30,7 @@ def rotations_succeed(pushes: list[Push], pushed: set[int] | None = None) -> dic
     The ids it finalized are added to `pushed` once committed."""
     with transaction.atomic():
         rotations = {
-            rotation.pk: rotation for rotation in rotations_lock([p.rotation.pk for p in pushes])
+            rotation.pk: rotation for rotation in rotations_relock([p.rotation for p in pushes])
         }
         states = {pk: rotation.state for pk, rotation in rotations.items()}
         live = [p for p in pushes if states.get(p.rotation.pk) == State.PUSHING]
