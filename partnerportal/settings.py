@@ -330,6 +330,10 @@ ROTATION_POLICY_MAX_PER_RUN = env.int("ROTATION_POLICY_MAX_PER_RUN", default=50)
 
 # django-q2: ORM broker by default; REDIS_URL switches to Redis.
 REDIS_URL = env.str("REDIS_URL", default="")
+# Successful task results kept (0: all, -1: none). The redeploy tick prunes them
+# (rotation.services.task_results): django-q2's own pruning re-reads every kept result on
+# each task it saves.
+TASK_RESULTS_KEPT = env.int("Q_SAVE_LIMIT", default=1000)
 Q_CLUSTER = {
     "name": env.str("Q_CLUSTER_NAME", default="partnerportal"),
     "workers": env.int("Q_WORKERS", default=2),
@@ -344,7 +348,7 @@ Q_CLUSTER = {
     "queue_limit": env.int("Q_QUEUE_LIMIT", default=env.int("Q_WORKERS", default=2)),
     "max_attempts": env.int("Q_MAX_ATTEMPTS", default=3),
     "ack_failures": True,
-    "save_limit": env.int("Q_SAVE_LIMIT", default=1000),
+    "save_limit": min(TASK_RESULTS_KEPT, 0),  # 0: django-q2 saves and never prunes
     "catch_up": False,
     "label": "Background tasks",
     "poll": env.float("Q_POLL", default=0.2),

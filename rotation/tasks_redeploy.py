@@ -11,6 +11,7 @@ import uuid
 from rotation import redeploy, services, vercel
 from rotation.models import Rotation
 from rotation.providers.retirement import versions_retire, versions_retire_due
+from rotation.services.task_results import task_results_prune
 from rotation.services.vercel_request import idempotency_keys_prune
 
 
@@ -18,7 +19,7 @@ def redeploy_tick() -> dict[str, int]:
     """Send due reminders, escalate overdue rotations, expire old credentials that are due,
     retry retiring credential versions whose expiry at the provider did not go through, forget
     Vercel's Idempotency-Keys past their retention, and prune stored webhook deliveries past
-    theirs."""
+    theirs and successful task results beyond those kept."""
     return {
         "reminders_sent": redeploy.reminders_send_due(),
         "escalated": redeploy.rotations_escalate_due(),
@@ -26,6 +27,7 @@ def redeploy_tick() -> dict[str, int]:
         "retired": versions_retire_due(),
         "idempotency_keys_pruned": idempotency_keys_prune(),
         "webhook_events_pruned": redeploy.webhook_events_prune(),
+        "task_results_pruned": task_results_prune(),
     }
 
 

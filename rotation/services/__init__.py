@@ -16,9 +16,9 @@ of rotations at a time), `staff` (cancel, retry), `rollback` (requested by staff
 task), `sweeper`, `enqueue` (chunk tasks), `locks` (row locks for the short transactions),
 `timing` (task time limits), `backoff` (when to retry a Vercel call), `endpoints` (switching
 installations off the deprecated secrets endpoint, by staff or by a push's fallback),
-`policy` (maximum credential age). Credential versions taken out of use are retired through
-`rotation.providers.retirement`, after the commit. `chunk` streams a chunk task's prepare
-into its push.
+`policy` (maximum credential age), `task_results` (pruning django-q2's kept results).
+Credential versions taken out of use are retired through `rotation.providers.retirement`,
+after the commit. `chunk` streams a chunk task's prepare into its push.
 """
 
 from rotation.audit import RotationRefused

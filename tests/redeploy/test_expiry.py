@@ -72,6 +72,7 @@ def test_it_expires_at_the_deadline_when_the_policy_says_so(policy, provider, re
             "retired": 0,
             "idempotency_keys_pruned": 0,
             "webhook_events_pruned": 0,
+            "task_results_pruned": 0,
         }
     with time_machine.travel(PUSH + timedelta(days=14), tick=False):
         assert tick()["expired"] == 1

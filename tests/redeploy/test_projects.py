@@ -32,5 +32,6 @@ def test_it_stops_the_rotations_of_a_removed_installation(policy, resource):
             "retired": 0,
             "idempotency_keys_pruned": 0,
             "webhook_events_pruned": 0,
+            "task_results_pruned": 0,
         }
     assert not mail.outbox
