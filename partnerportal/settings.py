@@ -357,6 +357,7 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+    Q_CLUSTER["broker_class"] = "partnerportal.broker.FifoOrmBroker"
 # A rotation untouched in preparing/pushing for longer than a task may live lost its worker;
 # the sweeper re-queues it.
 ROTATION_STUCK_AFTER_SECONDS = env.float(

@@ -189,6 +189,7 @@ def q_conf_use(patch: pytest.MonkeyPatch, *, name: str, redis_url: str = "") -> 
 
     if redis_url:
         patch.setattr(Conf, "ORM", None)
+        patch.setattr(Conf, "BROKER_CLASS", None)
         patch.setattr(Conf, "REDIS", redis_url)
     patch.setattr(Conf, "CLUSTER_NAME", name)
     patch.setattr(Conf, "PREFIX", name)

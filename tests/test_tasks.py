@@ -261,6 +261,7 @@ def redis_broker(monkeypatch):
     from django_q.brokers import get_broker
 
     monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "BROKER_CLASS", None)
     monkeypatch.setattr(Conf, "REDIS", REDIS_URL)
     name = f"pp-test-{uuid.uuid4().hex[:10]}"
     monkeypatch.setattr(Conf, "CLUSTER_NAME", name)
