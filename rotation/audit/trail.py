@@ -17,7 +17,7 @@ import contextlib
 import contextvars
 import functools
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -207,19 +207,52 @@ def _insert(events: list[AuditEvent]) -> None:
         event._state.adding, event._state.db = False, connection.alias
 
 
+# Columns whose values `_build_event` and `_append` already give in the type the database
+# takes: `get_db_prep_save` would return them unchanged, through a chain of calls per value.
+_PLAIN_COLUMNS = frozenset(
+    {"BigAutoField", "BigIntegerField", "CharField", "PositiveSmallIntegerField", "TextField"}
+)
+
+
+def _json_or_null(value: Any, *, adapt: Callable[[Any, Any], str], field: Any) -> str | None:
+    return None if value is None else adapt(value, field.encoder)
+
+
+def _column_adapters() -> list[tuple[str, Callable[[Any], Any] | None]]:
+    """(attname, adapter or None) per column of the VALUES insert: what `get_db_prep_save`
+    does, without its per-value calls where it changes nothing."""
+    ops = connection.ops
+    adapters: list[tuple[str, Callable[[Any], Any] | None]] = []
+    for field in AuditEvent._meta.concrete_fields:
+        kind = field.get_internal_type()
+        adapter: Callable[[Any], Any] | None
+        if kind in _PLAIN_COLUMNS:
+            adapter = None
+        elif kind == "DateTimeField":
+            adapter = ops.adapt_datetimefield_value
+        elif kind == "JSONField":  # None is SQL NULL, as get_db_prep_save has it
+            adapter = functools.partial(_json_or_null, adapt=ops.adapt_json_value, field=field)
+        else:
+            adapter = functools.partial(field.get_db_prep_save, connection=connection)
+        adapters.append((field.attname, adapter))
+    return adapters
+
+
 def _insert_values(events: list[AuditEvent]) -> None:
     fields = AuditEvent._meta.concrete_fields
     quote = connection.ops.quote_name
     columns = ", ".join(quote(str(field.column)) for field in fields)
     row = f"({', '.join(['%s'] * len(fields))})"
     size = max(1, connection.ops.bulk_batch_size(list(fields), events))
+    adapters = _column_adapters()
     with connection.cursor() as cursor:
         for start in range(0, len(events), size):
             group = events[start : start + size]
             params = [
-                field.get_db_prep_save(getattr(event, field.attname), connection)
+                value if adapt is None else adapt(value)
                 for event in group
-                for field in fields
+                for attname, adapt in adapters
+                for value in (getattr(event, attname),)
             ]
             cursor.execute(
                 f"INSERT INTO {quote(AuditEvent._meta.db_table)} ({columns})"  # noqa: S608 (model names)

@@ -64,6 +64,34 @@ def test_it_chains_events_and_survives_a_database_round_trip(alice):
     assert audit_log_verify().intact
 
 
+@pytest.mark.skipif(
+    connection.vendor != "sqlite", reason="the VALUES insert is SQLite's; PostgreSQL's is JSON"
+)
+def test_sqlite_stores_each_column_as_the_orm_would(alice):
+    event = audit_record(
+        action=AuditAction.RESOURCE_CHANGED,
+        actor=alice,
+        outcome="failure",
+        installation="icfg_x",
+        resource="res_1",
+        rotation=12,
+        batch="3",
+        origin=Origin(ip="2001:0db8:0000:0000:0000:0000:0000:0001", user_agent="UA"),
+        details={"when": dt.datetime(2026, 1, 2, tzinfo=dt.UTC), "n": 1.5, "s": "zoë"},
+    )
+    fields = AuditEvent._meta.concrete_fields
+    expected = [
+        field.get_db_prep_save(getattr(event, field.attname), connection) for field in fields
+    ]
+    with connection.cursor() as cursor:  # quote(): the stored value and its type, as SQL text
+        quoted = ", ".join(f"quote({connection.ops.quote_name(field.column)})" for field in fields)
+        cursor.execute(f"SELECT {quoted} FROM rotation_auditevent WHERE id = %s", [event.pk])  # noqa: S608 (column names)
+        stored = cursor.fetchone()
+        cursor.execute(f"SELECT {', '.join(['quote(%s)'] * len(fields))}", expected)
+        assert stored == cursor.fetchone()
+    assert "'2001:db8::1'" in stored
+
+
 def test_it_rolls_back_the_event_with_the_change(db):
     with pytest.raises(RuntimeError), transaction.atomic():
         Installation.objects.create(vercel_id="icfg_rolled")
