@@ -174,14 +174,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
-    # Statements a connection runs often (a webhook delivery's, a push chunk's) are prepared
-    # once and then only executed: PostgreSQL no longer parses and plans them on every call,
-    # nor psycopg quotes their values. Django leaves this off for poolers in transaction mode
-    # that predate PgBouncer 1.21: behind one of those, set DATABASE_PREPARED_STATEMENTS=false.
-    if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
-        DATABASES["default"].setdefault("OPTIONS", {}).update(
-            {"server_side_binding": True, "prepare_threshold": 5}
-        )
+# PostgreSQL: the webhook endpoint's statements are prepared (rotation.prepared_statements).
+# Off behind a pooler in transaction mode that cannot keep prepared statements.
+DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

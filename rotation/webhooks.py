@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 
 from rotation.audit import Origin
 from rotation.audit.origin import client_ip
+from rotation.prepared_statements import prepared_statements
 from rotation.redeploy import WebhookInvalid, webhook_event_handle, webhook_refusal_record
 
 logger = logging.getLogger(__name__)
@@ -112,7 +113,8 @@ def vercel_webhook(request: HttpRequest) -> JsonResponse:
     origin = Origin.of(request)
     try:
         event = parse_body(body)
-        handled = webhook_event_handle(event=event, origin=origin)
+        with prepared_statements():  # Vercel posts one for each deployment: a hot path
+            handled = webhook_event_handle(event=event, origin=origin)
     except (MalformedBody, WebhookInvalid) as exc:
         webhook_refusal_record(reason=str(exc), origin=origin)
         return _answer(400, str(exc))

@@ -165,23 +165,6 @@ def test_database_url_selects_the_database():
     assert manage("shell", "--no-imports", "-c", code).stdout.strip() == "sqlite"
 
 
-def test_postgresql_prepares_statements_a_connection_runs_often_unless_turned_off():
-    code = (
-        "from django.db import connection\n"
-        "with connection.cursor() as cursor:\n"
-        "    for n in range(6): cursor.execute('SELECT 41 + %s', [n])\n"
-        '    cursor.execute("SELECT count(*) FROM pg_prepared_statements'
-        " WHERE statement LIKE 'SELECT 41 + %%'\")\n"
-        "    print(cursor.fetchone()[0])"
-    )
-    postgres = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test"}
-    assert manage("shell", "--no-imports", "-c", code, **postgres).stdout.strip() == "1"
-    result = manage(
-        "shell", "--no-imports", "-c", code, DATABASE_PREPARED_STATEMENTS="false", **postgres
-    )
-    assert result.stdout.strip() == "0"
-
-
 def test_it_documents_every_setting_in_the_readme_and_env_example():
     import re
 
