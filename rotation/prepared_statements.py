@@ -3,7 +3,7 @@ high rate (the webhook endpoint).
 
 PostgreSQL parses and plans every statement it is sent. A statement prepared on the
 connection is parsed and planned once, then only executed: a relevant webhook delivery went
-from 5.2-5.5 to 3.7-3.8 ms (bench/redeploy_tick.py). That needs server-side parameter binding,
+from 5.2-5.3 to 4.1-4.2 ms (bench/redeploy_tick.py). That needs server-side parameter binding,
 which Django leaves off by default, and which limits a statement to 65,535 parameters: an
 admin action or a cascade over 100,000 rows exceeds it. So it is switched on around bounded
 code only, never for the whole connection.
