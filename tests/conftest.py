@@ -63,11 +63,12 @@ def flush_keeps_audit_triggers():
 
 @pytest.fixture(autouse=True)
 def pacer_forgets():
-    """The process's pacer keeps what it read and learned (pace rows, Vercel's latency); each
-    test starts with none, as a fresh worker does."""
-    from rotation.services.pace import PACER
+    """The process's pacers keep what they read and learned (pace rows, Vercel's latency);
+    each test starts with none, as a fresh worker does."""
+    from rotation.services.pace import NOTIFICATION_PACER, PACER
 
     PACER.forget()
+    NOTIFICATION_PACER.forget()
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from rotation.models.audit import (
     audit_action_choices,
 )
 from rotation.models.inventory import InventoryFinding, InventoryReport
-from rotation.models.pace import PushPace
+from rotation.models.pace import NotificationPace, PushPace
 from rotation.models.partner_api import PartnerApiIdempotencyKey
 from rotation.models.policies import CredentialAge, RotationPolicy
 from rotation.models.redeploy import RedeployCheck, Reminder, WebhookEvent
@@ -32,6 +32,7 @@ __all__ = [
     "Installation",
     "InventoryFinding",
     "InventoryReport",
+    "NotificationPace",
     "PartnerApiIdempotencyKey",
     "PushPace",
     "RedeployCheck",

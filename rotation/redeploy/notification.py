@@ -21,14 +21,14 @@ from __future__ import annotations
 import logging
 import random
 import string
+import threading
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -38,6 +38,12 @@ from rotation.crypto import CryptoError
 from rotation.error_text import error_text
 from rotation.models import AuditEvent, Rotation
 from rotation.selectors import chunked
+from rotation.services.pace import (
+    NOTIFICATION_PACER,
+    Pacer,
+    pace_rate_limited,
+    threads_may_query,
+)
 
 if TYPE_CHECKING:
     import requests
@@ -170,45 +176,107 @@ def _claim(rotation_ids: list[int]) -> list[Rotation]:
     return rotations
 
 
+class _Paused(Exception):
+    """The installation's notifications wait out Vercel's rate limit: no PATCH was sent."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"paused for {wait:.1f}s")
+        self.wait = wait
+
+
 def _patch(
-    rotation: Rotation, *, session: requests.Session | None
+    rotation: Rotation, *, session: requests.Session | None, pacer: Pacer
 ) -> tuple[dict[str, str] | None, Exception | None]:
-    """One resource's PATCH (no database access: it runs in the pool's threads)."""
-    resource = rotation.resource
+    """One resource's PATCH in a slot of the installation's notification pace (it runs in
+    the pool's threads: no database access but the pace's own)."""
+    installation = rotation.resource.installation
+    paused = pacer.acquire(installation.pk)
+    if paused:
+        return None, _Paused(paused)
+    accepted, rate_limit = False, None
     try:
         note = notification_text(rotation) if rotation.notification_wanted == SET else None
-        vercel.update_resource(
-            installation_id=resource.installation.vercel_id,
-            resource_id=resource.vercel_id,
-            token=resource.installation.access_token(),
+        rate_limit = vercel.update_resource(
+            installation_id=installation.vercel_id,
+            resource_id=rotation.resource.vercel_id,
+            token=installation.access_token(),
             fields={"notification": note},
             session=session,
         )
+        accepted = True
     except (vercel.VercelError, CryptoError) as exc:
+        if isinstance(exc, vercel.VercelError) and exc.status == 429:
+            # Every worker's notifications for this token wait, not only this one's.
+            wait = exc.retry_after or _backoff(rotation.notification_attempts + 1)
+            pace_rate_limited(installation_id=installation.pk, wait=wait, model=pacer.model)
+            pacer.forget(installation.pk)
         return None, exc
+    finally:
+        pacer.release(installation.pk, accepted=accepted, rate_limit=rate_limit)
     return note, None
 
 
+def _threads(count: int) -> int:
+    """Threads for `count` PATCHes; 0: in this thread (`threads_may_query`)."""
+    threads = min(
+        settings.ROTATION_PUSH_CONCURRENCY, settings.ROTATION_PUSH_PER_INSTALLATION, count
+    )
+    return threads if threads > 1 and threads_may_query() else 0
+
+
+def _patch_all(
+    rotations: list[Rotation], *, session: requests.Session | None, pacer: Pacer
+) -> list[tuple[dict[str, str] | None, Exception | None]]:
+    """Every rotation's PATCH, a few in flight; the outcomes in the rotations' order."""
+    threads = _threads(len(rotations))
+    if not threads:
+        return [_patch(rotation, session=session, pacer=pacer) for rotation in rotations]
+    outcomes: list[tuple[dict[str, str] | None, Exception | None]] = [(None, None)] * len(rotations)
+    waiting = iter(enumerate(rotations))
+    taking = threading.Lock()
+
+    def work() -> None:
+        try:
+            while True:
+                with taking:
+                    index, rotation = next(waiting, (-1, None))
+                if rotation is None:
+                    return
+                outcomes[index] = _patch(rotation, session=session, pacer=pacer)
+        finally:
+            connection.close()  # this thread's own connection
+
+    pool = [threading.Thread(target=work, name="notify", daemon=True) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return outcomes
+
+
 def rotations_notification_sync(
-    *, rotation_ids: list[int], session: requests.Session | None = None
+    *,
+    rotation_ids: list[int],
+    session: requests.Session | None = None,
+    pacer: Pacer = NOTIFICATION_PACER,
 ) -> dict[int, str]:
     """Set or clear these rotations' dashboard notifications; returns their states."""
     rotations = _claim(rotation_ids)
-    threads = min(
-        settings.ROTATION_PUSH_CONCURRENCY, settings.ROTATION_PUSH_PER_INSTALLATION, len(rotations)
-    )
-    if threads > 1:
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="notify") as pool:
-            outcomes = list(pool.map(partial(_patch, session=session), rotations))
-    else:
-        outcomes = [_patch(rotation, session=session) for rotation in rotations]
+    outcomes = _patch_all(rotations, session=session, pacer=pacer)
     states = dict(
         Rotation.objects.filter(pk__in=rotation_ids).values_list("pk", "notification_state")
     )
     done = [(r, note) for r, (note, error) in zip(rotations, outcomes, strict=True) if not error]
     states.update(_record_done(done))
+    paused = [
+        (r, error)
+        for r, (_, error) in zip(rotations, outcomes, strict=True)
+        if isinstance(error, _Paused)
+    ]
+    if paused:
+        _record_paused(paused)
     for rotation, (_, error) in zip(rotations, outcomes, strict=True):
-        if error is not None:
+        if error is not None and not isinstance(error, _Paused):
             states[rotation.pk] = _record_failure(
                 rotation.pk, wanted=rotation.notification_wanted, error=error
             )
@@ -306,6 +374,20 @@ def _record_failure(rotation_id: int, *, wanted: str, error: Exception) -> str:
             },
         )
     return rotation.notification_state
+
+
+def _record_paused(paused: list[tuple[Rotation, _Paused]]) -> None:
+    """No PATCH went out: the installation waits out Vercel's rate limit. Due again when the
+    pause ends (the sweeper re-queues it), with no attempt counted and nothing audited, since
+    nothing was asked of Vercel; the 429 that began the pause was audited with its rotation."""
+    now = timezone.now()
+    with transaction.atomic():
+        for rotation, error in paused:
+            Rotation.objects.filter(
+                pk=rotation.pk,
+                notification_wanted=rotation.notification_wanted,
+                notification_state__in=PENDING,
+            ).update(notification_next_attempt_at=now + timedelta(seconds=error.wait))
 
 
 def _backoff(attempts: int) -> float:

@@ -1,9 +1,10 @@
 """The pace of pushes per installation: how many PUTs in flight, how fast, and pauses after a
-429.
+429; and, the same way but apart, of dashboard-notification PATCHes.
 
-Vercel rate-limits per token. The pause, the concurrency and the rate bucket live in the
-database (`PushPace`), whichever broker runs the tasks, so every worker on every node shares
-them: one primary-key read per PUT, and writes only when Vercel paces the installation.
+Vercel rate-limits per token and endpoint. The pause, the concurrency and the rate bucket live
+in the database (`PushPace`; `NotificationPace` for notifications, `NOTIFICATION_PACER`),
+whichever broker runs the tasks, so every worker on every node shares them: one primary-key
+read per PUT, and writes only when Vercel paces the installation.
 
 - The bucket: once Vercel's answers carry rate-limit headers (`rotation.vercel.ratelimit`),
   each PUT takes a token from a bucket refilled at the limit per window and re-primed from
@@ -31,11 +32,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from rotation.models import PushPace
+from rotation.models import NotificationPace, PushPace
+from rotation.models.pace import Pace
 from rotation.vercel import RateLimit
 
 logger = logging.getLogger(__name__)
@@ -68,20 +70,29 @@ class Observed:
     seq: int | None
 
 
+def threads_may_query() -> bool:
+    """Whether threads of this process may use the database (a pacer reads the shared pace
+    there): their own connections cannot see rows of a transaction the caller left open, nor
+    share an in-memory SQLite database safely."""
+    if connection.in_atomic_block:
+        return False
+    return not (connection.vendor == "sqlite" and connection.is_in_memory_db())  # type: ignore[attr-defined]
+
+
 def pace_cap() -> int:
     """PUTs in flight per installation and worker when Vercel has not rate limited it."""
     return max(1, settings.ROTATION_PUSH_PER_INSTALLATION)
 
 
-def pace_read(*, installation_id: int) -> tuple[datetime | None, int]:
+def pace_read(*, installation_id: int, model: type[Pace] = PushPace) -> tuple[datetime | None, int]:
     """The installation's pause (None: none recorded) and its concurrency."""
-    return _pace_row(installation_id)[:2]
+    return _pace_row(installation_id, model)[:2]
 
 
-def _pace_row(installation_id: int) -> tuple[datetime | None, int, bool]:
-    """`pace_read`, and whether Vercel paces the installation (its PUTs take tokens)."""
+def _pace_row(installation_id: int, model: type[Pace]) -> tuple[datetime | None, int, bool]:
+    """`pace_read`, and whether Vercel paces the installation (its calls take tokens)."""
     row = (
-        PushPace.objects.filter(pk=installation_id)
+        model._default_manager.filter(pk=installation_id)
         .values_list("paused_until", "concurrency", "rate_limit")
         .first()
     )
@@ -91,7 +102,7 @@ def _pace_row(installation_id: int) -> tuple[datetime | None, int, bool]:
 
 
 def pace_take(
-    *, installation_id: int, observed: Observed | None = None
+    *, installation_id: int, observed: Observed | None = None, model: type[Pace] = PushPace
 ) -> tuple[float, int | None]:
     """Book one PUT in the installation's bucket after recording `observed`: the seconds to wait
     before sending it, and its number (None: not booked, because Vercel sends no rate limit,
@@ -99,11 +110,11 @@ def pace_take(
     now = timezone.now()
     with transaction.atomic():
         if observed is not None and observed.rate_limit is not None:
-            pace, _ = PushPace.objects.select_for_update().get_or_create(
+            pace, _ = model._default_manager.select_for_update().get_or_create(
                 pk=installation_id, defaults={"concurrency": pace_cap()}
             )
         else:
-            found = PushPace.objects.select_for_update().filter(pk=installation_id).first()
+            found = model._default_manager.select_for_update().filter(pk=installation_id).first()
             if found is None:
                 return 0.0, None
             pace = found
@@ -128,7 +139,7 @@ def pace_take(
     return wait, pace.sent if booked else None
 
 
-def _observe(pace: PushPace, observed: Observed, now: datetime) -> None:
+def _observe(pace: Pace, observed: Observed, now: datetime) -> None:
     """Prime the bucket from an answer's headers; none (Vercel lifted the limit) stops pacing."""
     limit = observed.rate_limit
     if limit is None:
@@ -152,13 +163,15 @@ def _observe(pace: PushPace, observed: Observed, now: datetime) -> None:
         pace.observed_seq = observed.seq
 
 
-def pace_rate_limited(*, installation_id: int, wait: float) -> datetime:
-    """Pause every worker's pushes for the installation `wait` seconds; halve its concurrency
-    once per pause (the 429s of PUTs already in flight belong to the same one)."""
+def pace_rate_limited(
+    *, installation_id: int, wait: float, model: type[Pace] = PushPace
+) -> datetime:
+    """Pause every worker's calls of this kind for the installation `wait` seconds; halve its
+    concurrency once per pause (the 429s of calls already in flight belong to the same one)."""
     now = timezone.now()
     until = now + timedelta(seconds=max(0.0, wait))
     with transaction.atomic():
-        pace, _ = PushPace.objects.select_for_update().get_or_create(
+        pace, _ = model._default_manager.select_for_update().get_or_create(
             pk=installation_id, defaults={"concurrency": pace_cap()}
         )
         if pace.paused_until is None or pace.paused_until <= now:
@@ -169,25 +182,28 @@ def pace_rate_limited(*, installation_id: int, wait: float) -> datetime:
         pace.rate_limited_count += 1
         pace.save()
     logger.info(
-        "installation %s rate limited: pushes paused until %s, %s in flight per worker",
+        "installation %s rate limited (%s): paused until %s, %s in flight per worker",
         installation_id,
+        model._meta.verbose_name,
         pace.paused_until.isoformat(),
         pace.concurrency,
     )
     return pace.paused_until
 
 
-def pace_grow(*, installation_id: int) -> None:
-    """One more PUT in flight after a run of successes, up to the cap."""
-    PushPace.objects.filter(pk=installation_id, concurrency__lt=pace_cap()).update(
+def pace_grow(*, installation_id: int, model: type[Pace] = PushPace) -> None:
+    """One more call in flight after a run of successes, up to the cap."""
+    model._default_manager.filter(pk=installation_id, concurrency__lt=pace_cap()).update(
         concurrency=F("concurrency") + 1
     )
 
 
 class Pacer:
-    """One process's PUTs in flight per installation, within the shared pace."""
+    """One process's calls of one kind (`model`'s) in flight per installation, within the
+    shared pace."""
 
-    def __init__(self) -> None:
+    def __init__(self, model: type[Pace] = PushPace) -> None:
+        self.model = model
         self._changed = threading.Condition()
         self._in_flight: dict[int, int] = defaultdict(int)
         self._successes: dict[int, int] = defaultdict(int)
@@ -227,7 +243,7 @@ class Pacer:
             paused_until = kept[1][0]
             if paused_until is None or paused_until <= timezone.now():
                 return kept[1]
-        row = _pace_row(installation_id)
+        row = _pace_row(installation_id, self.model)
         with self._changed:
             self._rows[installation_id] = (read_at, row)
         return row
@@ -279,7 +295,9 @@ class Pacer:
         self._local.seq = None
         if not paced and observed is None:
             return 0.0
-        wait, self._local.seq = pace_take(installation_id=installation_id, observed=observed)
+        wait, self._local.seq = pace_take(
+            installation_id=installation_id, observed=observed, model=self.model
+        )
         if paced != (self._local.seq is not None or wait > 0):
             self.forget(installation_id)  # Vercel started (or stopped) pacing it: read again
         if self._local.seq is None and wait > 0:
@@ -287,7 +305,7 @@ class Pacer:
             return wait
         if wait > 0:
             time.sleep(wait)
-            paused_until = _pace_row(installation_id)[0]
+            paused_until = _pace_row(installation_id, self.model)[0]
             now = timezone.now()
             if paused_until is not None and paused_until > now:  # a 429 came meanwhile
                 self._give_back(installation_id)
@@ -317,7 +335,7 @@ class Pacer:
                     self._successes[installation_id] = 0
                     grow = True
         if grow:
-            pace_grow(installation_id=installation_id)
+            pace_grow(installation_id=installation_id, model=self.model)
 
     def _give_back(self, installation_id: int) -> None:
         """A slot taken but not used for a PUT."""
@@ -326,5 +344,6 @@ class Pacer:
             self._changed.notify_all()
 
 
-# The process's pacer: one worker process runs one task at a time.
+# The process's pacers: one worker process runs one task at a time.
 PACER = Pacer()
+NOTIFICATION_PACER = Pacer(NotificationPace)

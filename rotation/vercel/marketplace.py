@@ -13,8 +13,9 @@ from typing import Any
 
 import requests
 
-from rotation.vercel.client import _request, _segment
+from rotation.vercel.client import _request, _segment, _send
 from rotation.vercel.errors import VercelError, refusal
+from rotation.vercel.ratelimit import RateLimit, rate_limit_from_headers
 
 NOTIFICATION_LEVELS = ("info", "warn", "error")
 # Vercel publishes no pagination for this list; a `pagination.next` is followed if one
@@ -126,13 +127,15 @@ def update_resource(
     token: str,
     fields: dict[str, Any],
     session: requests.Session | None = None,
-) -> None:
-    """PATCH only the given fields of a resource (`notification: None` clears it)."""
+) -> RateLimit | None:
+    """PATCH only the given fields of a resource (`notification: None` clears it). Returns the
+    answer's rate-limit headers, if any, so the caller can pace its calls."""
     if not fields:
         raise refusal("nothing to update")
     # Reference: https://vercel.com/docs/rest-api/marketplace/update-resource
     path = f"{_installation_path(installation_id)}/resources/{_segment(resource_id, 'resource_id')}"
-    _request("PATCH", path, token=token, body=dict(fields), hidden=[token], session=session)
+    response = _send("PATCH", path, token=token, body=dict(fields), hidden=[token], session=session)
+    return rate_limit_from_headers(response.headers)
 
 
 def _client_body(client_secret: str, client_id: str) -> dict[str, str]:

@@ -3,6 +3,7 @@ retried when Vercel fails, never blocking the rotation, audited."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -12,7 +13,8 @@ from django.utils.module_loading import import_string
 from django_q.models import OrmQ
 
 from rotation import services
-from rotation.models import AuditEvent, Resource, Rotation
+from rotation.models import AuditEvent, NotificationPace, PushPace, Resource, Rotation
+from rotation.redeploy import notification
 from rotation.redeploy.notification import (
     notification_fields,
     notifications_request,
@@ -21,6 +23,7 @@ from rotation.redeploy.notification import (
     rotation_notification_sync,
     rotations_notification_sync,
 )
+from rotation.services.pace import NOTIFICATION_PACER
 from rotation.tasks_redeploy import rotation_expire_old_task
 from tests.conftest import make_installation
 from tests.redeploy_builders import make_pushed_rotation, run_queued, run_rollback
@@ -229,3 +232,77 @@ def test_queueing_the_tasks_keeps_the_workers_database_connection(resource, monk
     assert closed == []
     queued = [entry.task for entry in OrmQ.objects.all() if entry.task["func"] == TASK]
     assert [task["args"] for task in queued] == [([rotation.pk],)]
+
+
+def test_a_429_pauses_the_installations_notifications_but_not_its_pushes(
+    market, resource, installation
+):
+    other = Resource.objects.create(
+        installation=installation, vercel_id="res_other", product="postgres", name="other"
+    )
+    market.load_from_database()
+    first, second = make_pushed_rotation(resource), make_pushed_rotation(other)
+    notifications_request([first.pk, second.pk], wanted="set")
+    market.respond_next(
+        429,
+        {"error": {"code": "rate_limited", "message": "Rate limit exceeded"}},
+        headers={"Retry-After": "30"},
+    )
+    assert rotation_notification_sync(rotation_id=first.pk) == Notification.SETTING
+    pause = NotificationPace.objects.get(pk=installation.pk).paused_until
+    assert 29 <= (pause - timezone.now()).total_seconds() <= 34
+    assert not PushPace.objects.exists()
+    sent = len(market.requests)
+    # Another task (here the same process, which re-reads the pace after its own 429) waits.
+    assert rotation_notification_sync(rotation_id=second.pk) == Notification.SETTING
+    assert len(market.requests) == sent
+    second.refresh_from_db()
+    assert (second.notification_attempts, second.notification_error) == (0, "")
+    assert second.notification_next_attempt_at >= pause - timedelta(seconds=1)
+    failed = AuditEvent.objects.filter(action="rotation.notification_failed")
+    assert list(failed.values_list("rotation_ref", flat=True)) == [first.pk]
+    assert notifications_requeue(now=timezone.now() + timedelta(seconds=10)) == []
+    NotificationPace.objects.update(paused_until=timezone.now() - timedelta(seconds=1))
+    NOTIFICATION_PACER.forget()
+    states = rotations_notification_sync(rotation_ids=[first.pk, second.pk])
+    assert states == {first.pk: Notification.SET, second.pk: Notification.SET}
+
+
+def test_notifications_keep_to_the_rate_vercel_announces(fake_vercel, db):
+    installation = make_installation("icfg_paced", resources=24)
+    fake_vercel.load_from_database()
+    ids = [make_pushed_rotation(r).pk for r in installation.resources.order_by("pk")]
+    notifications_request(ids, wanted="set")
+    fake_vercel.rate = 10  # PATCHes a second, with Vercel's X-RateLimit-* headers
+    states = rotations_notification_sync(rotation_ids=ids)
+    patches = [r.status for r in fake_vercel.requests if r.method == "PATCH"]
+    assert [status for status in patches if status == 429] == []
+    assert states == dict.fromkeys(ids, Notification.SET)
+    assert NotificationPace.objects.get(pk=installation.pk).rate_limit == 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_group_patches_from_threads_that_read_the_shared_pace(fake_vercel, monkeypatch):
+    if connection.vendor == "sqlite":
+        pytest.skip("threads need a database their own connections can open (PostgreSQL)")
+    patch, threads = notification._patch, set()
+
+    def patch_noting_the_thread(*args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return patch(*args, **kwargs)
+
+    monkeypatch.setattr(notification, "_patch", patch_noting_the_thread)
+    installation = make_installation("icfg_threads", resources=6)
+    fake_vercel.load_from_database()
+    ids = [make_pushed_rotation(r).pk for r in installation.resources.order_by("pk")]
+    notifications_request(ids, wanted="set")
+    NotificationPace.objects.create(
+        installation=installation, concurrency=8, paused_until=timezone.now() + timedelta(minutes=1)
+    )
+    assert rotations_notification_sync(rotation_ids=ids) == dict.fromkeys(ids, Notification.SETTING)
+    assert fake_vercel.requests == []
+    NotificationPace.objects.update(paused_until=None)
+    NOTIFICATION_PACER.forget()
+    assert rotations_notification_sync(rotation_ids=ids) == dict.fromkeys(ids, Notification.SET)
+    assert len([r for r in fake_vercel.requests if r.method == "PATCH"]) == 6
+    assert threads == {"notify"}

@@ -13,7 +13,7 @@ from django.db import connection
 
 from rotation.crypto import CryptoError
 from rotation.services.backoff import resource_secrets_put
-from rotation.services.pace import PACER
+from rotation.services.pace import PACER, threads_may_query
 from rotation.services.push.claim import Push
 
 if TYPE_CHECKING:
@@ -58,14 +58,11 @@ def push_concurrency(count: int) -> int:
     """Threads pushing a chunk of `count`; 0 means in this thread.
 
     As many as Vercel's latency makes worth having (`Pacer.threads`), up to
-    `ROTATION_PUSH_CONCURRENCY`. Threads use their own database connections, which cannot see
-    rows of a transaction the caller left open, nor share an in-memory SQLite database safely:
-    both push in this thread.
+    `ROTATION_PUSH_CONCURRENCY`; none where threads may not use the database
+    (`threads_may_query`).
     """
     threads = min(PACER.threads(settings.ROTATION_PUSH_CONCURRENCY), count)
-    if threads <= 1 or connection.in_atomic_block:
-        return 0
-    if connection.vendor == "sqlite" and connection.is_in_memory_db():  # type: ignore[attr-defined]
+    if threads <= 1 or not threads_may_query():
         return 0
     return threads
 
