@@ -9,7 +9,9 @@ each resource outside any transaction (a few in flight: Vercel shows the notific
 resource, CONTRACT §9, so there is one PATCH per rotation), and records the outcomes in one
 more; a transient error is retried with backoff (the sweeper re-queues due retries), a
 permanent one or too many attempts leave it `failed`, with the error on the rotation page.
-Every outcome is audited, one event per rotation.
+Every outcome is audited, one event per rotation. The PATCHes keep the installation's
+notification pace (`NotificationPace`, rotation.services.pace): Vercel limits this endpoint
+apart from the pushes'; while a 429's pause lasts none is sent, and each waits for its end.
 
 Text and link come from `VERCEL_NOTIFICATION_TITLE`, `..._MESSAGE` and `..._HREF`, templates
 with `{variables}` (the resource's variable names), `{resource}` (its name),
@@ -187,8 +189,8 @@ class _Paused(Exception):
 def _patch(
     rotation: Rotation, *, session: requests.Session | None, pacer: Pacer
 ) -> tuple[dict[str, str] | None, Exception | None]:
-    """One resource's PATCH in a slot of the installation's notification pace (it runs in
-    the pool's threads: no database access but the pace's own)."""
+    """One resource's PATCH in a slot of the installation's notification pace (it may run in
+    a thread of `_patch_all`: no database access but the pace's own)."""
     installation = rotation.resource.installation
     paused = pacer.acquire(installation.pk)
     if paused:
@@ -227,22 +229,26 @@ def _threads(count: int) -> int:
 def _patch_all(
     rotations: list[Rotation], *, session: requests.Session | None, pacer: Pacer
 ) -> list[tuple[dict[str, str] | None, Exception | None]]:
-    """Every rotation's PATCH, a few in flight; the outcomes in the rotations' order."""
+    """Every rotation's PATCH, a few in flight; the outcomes in the rotations' order. An
+    error no PATCH outcome covers (the database, say) is raised here, as in this thread."""
     threads = _threads(len(rotations))
     if not threads:
         return [_patch(rotation, session=session, pacer=pacer) for rotation in rotations]
-    outcomes: list[tuple[dict[str, str] | None, Exception | None]] = [(None, None)] * len(rotations)
+    outcomes: dict[int, tuple[dict[str, str] | None, Exception | None]] = {}
+    raised: list[BaseException] = []
     waiting = iter(enumerate(rotations))
     taking = threading.Lock()
 
     def work() -> None:
         try:
-            while True:
+            while not raised:
                 with taking:
                     index, rotation = next(waiting, (-1, None))
                 if rotation is None:
                     return
                 outcomes[index] = _patch(rotation, session=session, pacer=pacer)
+        except BaseException as exc:  # raised again in the caller's thread
+            raised.append(exc)
         finally:
             connection.close()  # this thread's own connection
 
@@ -251,7 +257,9 @@ def _patch_all(
         thread.start()
     for thread in pool:
         thread.join()
-    return outcomes
+    if raised:
+        raise raised[0]
+    return [outcomes[index] for index in range(len(rotations))]
 
 
 def rotations_notification_sync(

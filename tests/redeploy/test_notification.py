@@ -306,3 +306,22 @@ def test_a_group_patches_from_threads_that_read_the_shared_pace(fake_vercel, mon
     assert rotations_notification_sync(rotation_ids=ids) == dict.fromkeys(ids, Notification.SET)
     assert len([r for r in fake_vercel.requests if r.method == "PATCH"]) == 6
     assert threads == {"notify"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_error_in_a_patching_thread_fails_the_task_and_records_nothing(fake_vercel, monkeypatch):
+    if connection.vendor == "sqlite":
+        pytest.skip("threads need a database their own connections can open (PostgreSQL)")
+    installation = make_installation("icfg_broken", resources=4)
+    fake_vercel.load_from_database()
+    ids = [make_pushed_rotation(r).pk for r in installation.resources.order_by("pk")]
+    notifications_request(ids, wanted="set")
+
+    def broken(rotation):
+        raise RuntimeError("the template engine broke")
+
+    monkeypatch.setattr(notification, "notification_text", broken)
+    with pytest.raises(RuntimeError):
+        rotations_notification_sync(rotation_ids=ids)
+    states = set(Rotation.objects.filter(pk__in=ids).values_list("notification_state", flat=True))
+    assert states == {Notification.SETTING}  # left for the task's retry, none marked set
