@@ -43,7 +43,6 @@ from rotation.selectors import chunked
 from rotation.services.pace import (
     NOTIFICATION_PACER,
     Pacer,
-    pace_rate_limited,
     threads_may_query,
 )
 
@@ -210,8 +209,7 @@ def _patch(
         if isinstance(exc, vercel.VercelError) and exc.status == 429:
             # Every worker's notifications for this token wait, not only this one's.
             wait = exc.retry_after or _backoff(rotation.notification_attempts + 1)
-            pace_rate_limited(installation_id=installation.pk, wait=wait, model=pacer.model)
-            pacer.forget(installation.pk)
+            pacer.rate_limited(installation.pk, wait=wait)
         return None, exc
     finally:
         pacer.release(installation.pk, accepted=accepted, rate_limit=rate_limit)

@@ -25,7 +25,7 @@ from django.conf import settings
 from rotation import vercel
 from rotation.retry_policy import attempts_exhausted, backoff_wait
 from rotation.services.endpoints import installation_endpoint_fall_back, push_endpoint
-from rotation.services.pace import PACER, Pacer, pace_rate_limited
+from rotation.services.pace import PACER, Pacer
 from rotation.vercel import endpoints
 
 if TYPE_CHECKING:
@@ -143,8 +143,7 @@ def resource_secrets_put(
         wait = backoff_wait(attempts, exc.retry_after)
         if exc.status == 429:
             # Every worker waits, not only this one: the limit is the token's.
-            pace_rate_limited(installation_id=installation.pk, wait=wait)
-            pacer.forget(installation.pk)  # this process's PUTs see the pause at once
+            pacer.rate_limited(installation.pk, wait=wait)
         if attempts_exhausted(attempts):
             message = f"Gave up after {attempts} attempts; last error: {message}"
             return put.fail(status=exc.status, code=exc.code, message=message)

@@ -84,9 +84,9 @@ def pace_cap() -> int:
     return max(1, settings.ROTATION_PUSH_PER_INSTALLATION)
 
 
-def pace_read(*, installation_id: int, model: type[Pace] = PushPace) -> tuple[datetime | None, int]:
-    """The installation's pause (None: none recorded) and its concurrency."""
-    return _pace_row(installation_id, model)[:2]
+def pace_read(*, installation_id: int) -> tuple[datetime | None, int]:
+    """The installation's push pause (None: none recorded) and its concurrency."""
+    return _pace_row(installation_id, PushPace)[:2]
 
 
 def _pace_row(installation_id: int, model: type[Pace]) -> tuple[datetime | None, int, bool]:
@@ -336,6 +336,12 @@ class Pacer:
                     grow = True
         if grow:
             pace_grow(installation_id=installation_id, model=self.model)
+
+    def rate_limited(self, installation_id: int, *, wait: float) -> None:
+        """Vercel answered 429: pause every worker's calls of this kind for the installation,
+        this process's at once."""
+        pace_rate_limited(installation_id=installation_id, wait=wait, model=self.model)
+        self.forget(installation_id)
 
     def _give_back(self, installation_id: int) -> None:
         """A slot taken but not used for a PUT."""
